@@ -1,0 +1,430 @@
+"""HOSVD, ST-HOSVD, truncation of Tucker tensors, rank-revealing orthonormal bases.
+
+Two tolerance rules live here, and they must not be confused (spec, tolerance glossary):
+
+* :func:`hosvd` with ``tol`` guarantees the **total** error, ``‖X − X̂‖ ≤ ϑ``.
+  HOSVD splits the budget equally, each mode keeping the smallest rank whose tail is
+  ``≤ ϑ/√d``; ST-HOSVD spends it sequentially (mode k may use what earlier modes left,
+  spread over the remaining modes: ``tail_k² ≤ (ϑ² − Σ_{j<k} tail_j²)/(d − k)``).
+* :func:`truncate` (the integrator's truncation, spec §3 step 3) applies the paper's
+  **per-mode** rule: each mode keeps the smallest rank whose discarded tail is ``≤ ϑ``, so the
+  total error is only bounded by ``√d·ϑ`` (by ``√(#truncated modes)·ϑ`` exactly).
+
+In both, ``ϑ = tol·‖·‖_F`` when ``relative`` (of ``X`` for :func:`hosvd`, of the core for
+:func:`truncate`) and ``ϑ = tol`` otherwise, and the rule is always ``tail ≤ ϑ``
+(non-strict), so ``tol = 0`` keeps every nonzero singular value.
+
+Sign convention (pinned so that golden files are reproducible): every left singular vector
+is flipped so that its entry of largest absolute value is positive (first such entry on ties).
+
+Feasibility (spec §1): a multilinear rank needs ``r_i ≤ ∏_{j≠i} r_j``. Every function that
+chooses ranks returns feasible ones, recompressing the core losslessly when needed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._checks import as_float_array, check_mode, check_nonneg, check_ranks, eps_of
+from .tucker import TuckerTensor, multi_mode_product, mode_product, unfold
+
+#: Relative cutoff of :func:`orth`, in units of ``max(shape)·eps`` (the LAPACK/NumPy
+#: ``matrix_rank`` convention): singular values below it are rounding noise.
+ORTH_RCOND_FACTOR = 1.0
+
+#: A tolerance ``ϑ`` below ``TOL_FLOOR_FACTOR·eps·‖X‖`` cannot be certified in the dtype:
+#: rounding in the projections alone is of that size. :func:`hosvd` warns below it.
+TOL_FLOOR_FACTOR = 10.0
+
+
+# ---------------------------------------------------------------------------------------
+# small building blocks
+# ---------------------------------------------------------------------------------------
+def fix_signs(U: np.ndarray) -> np.ndarray:
+    """Flip columns of ``U`` so that each column's largest-magnitude entry is positive."""
+    if U.size == 0:
+        return U
+    idx = np.argmax(np.abs(U), axis=0)
+    signs = np.sign(U[idx, np.arange(U.shape[1])])
+    signs[signs == 0] = 1
+    return U * signs
+
+
+def left_singular(A: np.ndarray):
+    """Left singular vectors and values of a matrix, sign-fixed: ``A = P diag(s) R^T``.
+
+    Returns ``(P, s)`` with ``P`` of shape ``(m, min(m, n))``.
+    """
+    P, s, _ = np.linalg.svd(A, full_matrices=False)
+    return fix_signs(P), s
+
+
+def tail_norms(s: np.ndarray) -> np.ndarray:
+    """``t[r] = ‖(s_{r+1}, s_{r+2}, …)‖_2`` for ``r = 0 … len(s)`` (``t[len(s)] = 0``).
+
+    Summed from the smallest value upwards so that small tails are not swamped.
+    """
+    s = np.asarray(s, dtype=np.float64)
+    sq = np.cumsum((s[::-1]) ** 2)[::-1]
+    return np.sqrt(np.append(sq, 0.0))
+
+
+def rank_for_tolerance(s: np.ndarray, threshold: float) -> int:
+    """Smallest ``r`` with ``‖(s_{r+1}, …)‖ ≤ threshold`` (non-strict rule of spec §3.3)."""
+    t = tail_norms(s)
+    return int(np.flatnonzero(t <= threshold)[0])
+
+
+def feasible_ranks(ranks) -> tuple[int, ...]:
+    """Largest ranks ``≤ ranks`` with ``r_i ≤ ∏_{j≠i} r_j`` for every mode.
+
+    Reducing one rank can make another infeasible, so iterate to the fixed point (ranks only
+    decrease, hence it terminates). For an order-2 tensor this equalises the two ranks.
+    """
+    r = list(int(x) for x in ranks)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(r)):
+            others = math.prod(r[:i] + r[i + 1:])
+            if r[i] > others:
+                r[i] = others
+                changed = True
+    return tuple(r)
+
+
+def is_feasible(ranks) -> bool:
+    """``r_i ≤ ∏_{j≠i} r_j`` for every mode (spec §1)."""
+    return tuple(ranks) == feasible_ranks(ranks)
+
+
+def orth(A, *, rcond: float | None = None, reference: float | None = None) -> np.ndarray:
+    """Rank-revealing orthonormal basis of ``range(A)``.
+
+    Left singular vectors of ``A`` (sign-fixed) whose singular values exceed
+    ``rcond·reference``; ``reference`` defaults to ``σ_max(A)`` and ``rcond`` to
+    ``ORTH_RCOND_FACTOR·max(A.shape)·eps``. Passing ``reference`` lets a caller measure the
+    cutoff against the norm of the data *before* a projection (the augmentation step does).
+    An all-zero or empty ``A`` gives a ``(m, 0)`` basis.
+    """
+    A = as_float_array(A, "A", ndim=2)
+    m, n = A.shape
+    if m == 0 or n == 0:
+        return np.zeros((m, 0), dtype=A.dtype)
+    if rcond is None:
+        rcond = ORTH_RCOND_FACTOR * max(m, n) * eps_of(A.dtype)
+    rcond = check_nonneg(rcond, "rcond", allow_none=False)
+    if reference is not None:
+        reference = check_nonneg(reference, "reference", allow_none=False)
+    P, s = left_singular(A)
+    ref = s[0] if reference is None else reference
+    keep = int(np.count_nonzero(s > rcond * ref)) if ref > 0 else 0
+    return np.ascontiguousarray(P[:, :keep])
+
+
+# ---------------------------------------------------------------------------------------
+# HOSVD
+# ---------------------------------------------------------------------------------------
+@dataclass
+class TruncationReport:
+    """What a truncation did, with its error certificate.
+
+    Attributes
+    ----------
+    ranks : tuple of int
+        The returned (feasible) multilinear ranks.
+    singular_values : list of ndarray
+        Per mode, the singular values the rank choice looked at (of ``Mat_i(X)`` for HOSVD,
+        of the partially projected tensor for ST-HOSVD, of ``Mat_i(C)`` for :func:`truncate`).
+    tails : tuple of float
+        Per mode, the norm of the singular values discarded in that mode.
+    certificate : float
+        ``sqrt(Σ_i tails_i²)``: an upper bound of the error (an equality for ST-HOSVD and for
+        single-mode truncation).
+    error : float
+        ``‖X − X̂‖_F``, computed directly from the difference (never by cancellation).
+    threshold : float or None
+        ``ϑ`` in absolute terms, when a tolerance was given.
+    rule : str
+        Which rule chose the ranks.
+    clamps : dict
+        Per mode, the list of clamps that changed the tolerance rank (``"rmin"``, ``"rmax"``,
+        ``"feasibility"``); empty lists when none bit.
+    """
+
+    ranks: tuple
+    singular_values: list
+    tails: tuple
+    certificate: float
+    error: float
+    threshold: float | None = None
+    rule: str = ""
+    clamps: dict = field(default_factory=dict)
+
+
+def _parse_tol(tol, ranks):
+    if ranks is not None and tol is not None:
+        raise ValueError("give exactly one of ranks and tol, not both")
+    return check_nonneg(tol, "tol")
+
+
+def _warn_if_unreachable(threshold: float, norm: float, dtype) -> None:
+    floor = TOL_FLOOR_FACTOR * eps_of(dtype) * norm
+    if 0 < threshold < floor:
+        warnings.warn(
+            f"tolerance {threshold:.3e} is below what {np.dtype(dtype).name} can certify "
+            f"(~{floor:.1e} for this tensor): the ranks are chosen by the rule, but the error "
+            "is limited by rounding",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _check_requested_ranks(ranks, shape):
+    ranks = check_ranks(ranks, shape)
+    for i, r in enumerate(ranks):
+        others = math.prod(shape[:i] + shape[i + 1:])
+        if r > others:
+            raise ValueError(
+                f"ranks[{i}] = {r} exceeds prod of the other dimensions ({others}); no tensor of shape "
+                f"{tuple(shape)} has mode-{i} rank above that"
+            )
+    return ranks
+
+
+def recompress_to_feasible(core: np.ndarray, factors: list):
+    """Losslessly reduce ranks until ``r_i ≤ ∏_{j≠i} r_j`` (spec §1).
+
+    If ``r_i > ∏_{j≠i} r_j``, ``Mat_i(C)`` has rank at most ``∏_{j≠i} r_j``: an SVD
+    ``Mat_i(C) = P Σ R^T`` keeps its range exactly, ``C ← C ×_i P^T`` and ``U_i ← U_i P``.
+    Returns ``(core, factors, dropped)`` where ``dropped[i]`` is the norm of the singular values
+    discarded in mode ``i`` (zero in exact arithmetic; rounding in practice).
+    """
+    factors = list(factors)
+    dropped = [0.0] * core.ndim
+    target = feasible_ranks(core.shape)
+    while core.shape != target:
+        i = next(k for k in range(core.ndim) if core.shape[k] > target[k])
+        P, s = left_singular(unfold(core, i))
+        r = target[i]
+        dropped[i] = float(np.hypot(dropped[i], tail_norms(s)[r]))
+        core = mode_product(core, P[:, :r].T, i)
+        factors[i] = factors[i] @ P[:, :r]
+    return core, factors, dropped
+
+
+def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = False):
+    """(Truncated) higher-order SVD, or sequentially truncated HOSVD.
+
+    Parameters
+    ----------
+    X : ndarray, d-way
+    ranks : int or sequence of int, optional
+        Target multilinear rank; ``r_i ≤ n_i`` and ``r_i ≤ ∏_{j≠i} n_j`` (else ``ValueError``).
+        Requested ranks that are mutually infeasible (``r_i > ∏_{j≠i} r_j``) are reduced by
+        lossless recompression and the report's ``clamps`` says so.
+    tol : float, optional
+        Total error budget (see module docstring): ``‖X − X̂‖ ≤ ϑ`` with ``ϑ = tol·‖X‖_F``
+        (``relative=True``) or ``ϑ = tol``. Exactly one of ``ranks`` and ``tol``; neither gives
+        the exact HOSVD (every nonzero singular value kept).
+    sequential : bool
+        ST-HOSVD: modes processed in order ``0 … d-1``, each SVD taken of the tensor already
+        projected in the earlier modes (cheaper; same quasi-optimality ``‖X − X̂‖ ≤ √d‖X − X_best‖``).
+
+    Returns
+    -------
+    (TuckerTensor, TruncationReport)
+        Orthonormal factors; the core is ``X ×_i U_i^T``. ``report.certificate =
+        sqrt(Σ tail_i²)`` bounds the error (HOSVD: ``max_i tail_i ≤ error ≤ certificate``;
+        ST-HOSVD: error = certificate up to rounding).
+    """
+    X = as_float_array(X, "X")
+    if X.ndim < 1:
+        raise ValueError("X must have ndim >= 1")
+    d = X.ndim
+    tol = _parse_tol(tol, ranks)
+    if ranks is not None:
+        ranks = _check_requested_ranks(ranks, X.shape)
+    norm_x = float(np.linalg.norm(X))
+    threshold = None
+    if tol is not None:
+        threshold = tol * norm_x if relative else tol
+        _warn_if_unreachable(threshold, norm_x, X.dtype)
+
+    factors, svals, tails = [], [], []
+    work = X
+    spent_sq = 0.0
+    for i in range(d):
+        P, s = left_singular(unfold(work if sequential else X, i))
+        t = tail_norms(s)
+        if ranks is not None:
+            r = ranks[i]
+        elif threshold is not None:
+            share = threshold / math.sqrt(d) if not sequential else math.sqrt(
+                max(threshold**2 - spent_sq, 0.0) / (d - i))
+            r = rank_for_tolerance(s, share)
+        else:
+            r = rank_for_tolerance(s, 0.0)
+        r = max(r, 1)  # a zero tensor still gets a (zero) rank-1 representation
+        factors.append(np.ascontiguousarray(P[:, :r]))
+        svals.append(s)
+        tails.append(float(t[min(r, len(s))]))
+        spent_sq += tails[-1] ** 2
+        if sequential:
+            work = mode_product(work, factors[-1].T, i)
+    core = work if sequential else multi_mode_product(X, factors, transpose=True)
+    chosen = core.shape
+    core, factors, dropped = recompress_to_feasible(core, factors)
+    clamps = {i: (["feasibility"] if core.shape[i] < chosen[i] else []) for i in range(d)}
+    T = TuckerTensor(core, factors)
+    rule = ("ranks" if ranks is not None else
+            "exact" if threshold is None else
+            "st-hosvd sequential budget" if sequential else "hosvd equal split theta/sqrt(d)")
+    report = TruncationReport(
+        ranks=T.ranks,
+        singular_values=svals,
+        tails=tuple(float(np.hypot(a, b)) for a, b in zip(tails, dropped)),
+        certificate=float(np.sqrt(sum(a * a + b * b for a, b in zip(tails, dropped)))),
+        error=float(np.linalg.norm(X - T.full())),
+        threshold=threshold,
+        rule=rule,
+        clamps=clamps,
+    )
+    return T, report
+
+
+# ---------------------------------------------------------------------------------------
+# truncation of a Tucker tensor (the integrator's step 3)
+# ---------------------------------------------------------------------------------------
+def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=1, rmax=None,
+             modes=None):
+    """Truncate a Tucker tensor with orthonormal factors through SVDs of its core unfoldings.
+
+    Implements spec §3 step 3: for each truncated mode ``i``, ``Mat_i(C) = P_i Σ_i R_i^T``;
+    keep the smallest ``r`` whose discarded tail ``‖(σ_{i,r+1}, …)‖ ≤ ϑ`` (**per-mode rule**,
+    ``ϑ = tol·‖C‖_F`` when ``relative`` else ``tol``; total error ``≤ √(#modes)·ϑ``), clamp to
+    ``[min(rmin, r̂_i, n_i), min(rmax, r̂_i)]`` (``r̂_i`` the current rank), enforce
+    ``r_i ≤ ∏_{j≠i} r_j`` by lossless recompression, then ``U_i ← U_i P_i[:, :r_i]`` and
+    ``C ← C ×_i P_i[:, :r_i]^T``.
+
+    Parameters
+    ----------
+    T : TuckerTensor with orthonormal factors (checked; non-orthonormal input is
+        orthonormalized first, which leaves the tensor unchanged).
+    ranks : sequence, optional
+        Fixed target rank per mode; an entry ``None`` means "choose by ``tol``" in that mode.
+        Fixed targets are not clamped by ``rmin``/``rmax`` but must not exceed the current rank.
+    tol : float, optional
+        The per-mode tolerance for the modes chosen by tolerance. ``ranks=None, tol=None``
+        keeps every nonzero singular value (``tol = 0``).
+    rmin, rmax : int or sequence, optional
+        Clamp interval for tolerance-chosen ranks (per mode or one for all).
+    modes : sequence of int, optional
+        Modes to truncate (default all); the others keep their factors and rank untouched
+        (except for feasibility recompression).
+
+    Returns
+    -------
+    (TuckerTensor, TruncationReport)
+        ``report.error`` (``η``) is computed directly as ``‖C − C_new ×_i P_i‖`` in the core's
+        coordinates, exact because the factors are orthonormal.
+    """
+    if not isinstance(T, TuckerTensor):
+        raise TypeError(f"T must be a TuckerTensor, got {type(T).__name__}")
+    d = T.ndim
+    if not _has_orthonormal_factors(T):
+        T = T.orthonormalize()
+    modes_set = set(range(d)) if modes is None else {check_mode(m, d, "modes[k]") for m in modes}
+    if ranks is not None:
+        ranks = list(ranks)
+        if len(ranks) != d:
+            raise ValueError(f"ranks must have one entry per mode ({d}), got {len(ranks)}")
+        if tol is not None and all(r is not None for r in ranks):
+            raise ValueError("give exactly one of ranks and tol, not both (use None entries in ranks to mix)")
+    tol = check_nonneg(tol, "tol")
+    rmin_l = _per_mode(rmin, d, "rmin", default=1)
+    rmax_l = _per_mode(rmax, d, "rmax", default=None)
+    for i in range(d):
+        if rmax_l[i] is not None and rmax_l[i] < rmin_l[i]:
+            raise ValueError(f"rmin ({rmin_l[i]}) must not exceed rmax ({rmax_l[i]}) in mode {i}")
+
+    C = T.core
+    norm_c = float(np.linalg.norm(C))
+    threshold = (tol if tol is not None else 0.0) * (norm_c if relative else 1.0)
+    bases, svals, chosen, clamps = [], [], [], {}
+    for i in range(d):
+        P, s = left_singular(unfold(C, i))
+        r_hat, n_i = C.shape[i], T.shape[i]
+        clamps[i] = []
+        if i not in modes_set:
+            r = r_hat
+        elif ranks is not None and ranks[i] is not None:
+            r = int(ranks[i])
+            if not 1 <= r <= r_hat:
+                raise ValueError(f"ranks[{i}] = {r} must be in [1, {r_hat}] (the current rank of mode {i})")
+        else:
+            r = rank_for_tolerance(s, threshold)
+            lo = min(rmin_l[i], r_hat, n_i)
+            hi = r_hat if rmax_l[i] is None else min(rmax_l[i], r_hat)
+            if r < lo:
+                r = lo
+                clamps[i].append("rmin")
+            elif r > hi:
+                r = hi
+                clamps[i].append("rmax")
+        bases.append(P)
+        svals.append(s)
+        chosen.append(r)
+    target = feasible_ranks(chosen)
+    for i in range(d):
+        if target[i] < chosen[i]:
+            clamps[i].append("feasibility")
+    tails = tuple(float(tail_norms(s)[r]) for s, r in zip(svals, target))
+    # A frozen mode keeps its basis unless feasibility forces a (lossless) reduction.
+    keep = [np.ascontiguousarray(P[:, :r]) if (i in modes_set or r < C.shape[i])
+            else np.eye(r, dtype=C.dtype) for i, (P, r) in enumerate(zip(bases, target))]
+    new_core = multi_mode_product(C, keep, transpose=True)
+    eta = float(np.linalg.norm(C - multi_mode_product(new_core, keep)))
+    new_factors = [U @ P for U, P in zip(T.factors, keep)]
+    out = TuckerTensor(new_core, new_factors)
+    report = TruncationReport(
+        ranks=out.ranks,
+        singular_values=svals,
+        tails=tails,
+        certificate=float(np.sqrt(sum(t * t for t in tails))),
+        error=eta,
+        threshold=threshold if (tol is not None or ranks is None) else None,
+        rule="per-mode tail <= theta" if ranks is None or any(r is None for r in ranks) else "ranks",
+        clamps=clamps,
+    )
+    return out, report
+
+
+def _per_mode(value, d, name, default):
+    if value is None:
+        return [default] * d
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [int(value)] * d
+    value = list(value)
+    if len(value) != d:
+        raise ValueError(f"{name} must be an int or one entry per mode ({d}), got {value!r}")
+    for i, v in enumerate(value):
+        if v is None:
+            value[i] = default
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}[{i}] must be a positive integer, got {v!r}")
+        value[i] = int(v)
+    return value
+
+
+def _has_orthonormal_factors(T: TuckerTensor) -> bool:
+    tol = 100 * eps_of(T.dtype) * max(T.shape)
+    return all(
+        U.shape[1] <= U.shape[0] and np.linalg.norm(U.T @ U - np.eye(U.shape[1]), 2) <= tol
+        for U in T.factors
+    )

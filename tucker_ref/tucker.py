@@ -1,0 +1,212 @@
+"""Tucker tensor algebra: unfoldings, mode products and the ``TuckerTensor`` container.
+
+Conventions (see ``docs/conventions.md`` for a worked example)
+---------------------------------------------------------------
+* **Unfolding.** ``unfold(X, i)`` moves mode ``i`` to the front and reshapes in C order:
+  the remaining modes keep their increasing order and the *last* one runs fastest
+  (TensorLy's convention; Kolda–Bader use F order, which permutes the columns only).
+* **Kronecker identity** in that order, for ``X = C ×_1 U_1 ⋯ ×_d U_d``::
+
+      Mat_i(X) = U_i Mat_i(C) (U_1 ⊗ ⋯ ⊗ U_{i-1} ⊗ U_{i+1} ⊗ ⋯ ⊗ U_d)^T
+
+  (factors in *increasing* mode order, because the last index runs fastest).
+* **Mode product.** ``mode_product(X, M, i)`` multiplies every mode-``i`` fibre by the
+  ``J × n_i`` matrix ``M``: ``Mat_i(X ×_i M) = M Mat_i(X)``.
+
+Nothing here imports any other module of the package except argument checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._checks import as_float_array, check_mode
+
+
+def unfold(X, mode: int) -> np.ndarray:
+    """Mode-``mode`` unfolding ``Mat_i(X)`` of shape ``(n_i, prod_{j≠i} n_j)`` (C order).
+
+    Column index of entry ``X[k_0, …, k_{d-1}]`` is the C-order (row-major) linear
+    index of the remaining indices ``(k_j)_{j≠i}`` in increasing ``j``.
+    """
+    X = np.asarray(X)
+    if X.ndim == 0:
+        raise ValueError("X must have ndim >= 1 to be unfolded, got a scalar")
+    mode = check_mode(mode, X.ndim)
+    return np.moveaxis(X, mode, 0).reshape(X.shape[mode], -1)
+
+
+def fold(M, mode: int, shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`unfold`: ``Ten_i(M)`` with ``fold(unfold(X, i), i, X.shape) == X``."""
+    M = np.asarray(M)
+    shape = tuple(int(s) for s in shape)
+    mode = check_mode(mode, len(shape))
+    rest = shape[:mode] + shape[mode + 1:]
+    expected = (shape[mode], int(np.prod(rest, dtype=np.int64)))
+    if M.ndim != 2 or M.shape != expected:
+        raise ValueError(f"M must have shape {expected} to fold into mode {mode} of {shape}, got {M.shape}")
+    return np.moveaxis(M.reshape((shape[mode],) + rest), 0, mode)
+
+
+def mode_product(X, M, mode: int) -> np.ndarray:
+    """Mode-``i`` product ``X ×_i M`` with ``M`` of shape ``(J, n_i)``: ``Mat_i(X ×_i M) = M Mat_i(X)``."""
+    X = np.asarray(X)
+    M = np.asarray(M)
+    mode = check_mode(mode, X.ndim)
+    if M.ndim != 2 or M.shape[1] != X.shape[mode]:
+        raise ValueError(
+            f"M must be a matrix of shape (J, {X.shape[mode]}) for mode {mode} of a tensor of shape "
+            f"{X.shape}, got shape {M.shape}"
+        )
+    return np.moveaxis(np.tensordot(X, M, axes=([mode], [1])), -1, mode)
+
+
+def multi_mode_product(X, matrices, modes=None, transpose: bool = False) -> np.ndarray:
+    """Apply ``X ×_{m_1} M_1 ×_{m_2} M_2 ⋯`` in the order the user gives.
+
+    Parameters
+    ----------
+    X : ndarray
+    matrices : sequence of 2-D arrays (``None`` entries are skipped: identity in that mode)
+    modes : sequence of int, optional
+        ``modes[k]`` is the mode that ``matrices[k]`` acts on; default ``0, 1, …``.
+        No sorting happens: entry ``k`` of ``matrices`` always pairs with entry ``k`` of ``modes``.
+    transpose : bool
+        Use ``M_k^T`` instead of ``M_k`` (e.g. to project onto bases: ``X ×_i U_i^T``).
+    """
+    X = np.asarray(X)
+    matrices = list(matrices)
+    modes = list(range(len(matrices))) if modes is None else list(modes)
+    if len(modes) != len(matrices):
+        raise ValueError(f"modes must have one entry per matrix ({len(matrices)}), got {len(modes)}")
+    seen = set()
+    for m in modes:
+        m = check_mode(m, X.ndim, "modes[k]")
+        if m in seen:
+            raise ValueError(f"modes must not repeat a mode, got {modes}")
+        seen.add(m)
+    for M, m in zip(matrices, modes):
+        if M is None:
+            continue
+        M = np.asarray(M)
+        X = mode_product(X, M.T if transpose else M, m)
+    return X
+
+
+class TuckerTensor:
+    """A tensor in Tucker format ``X = C ×_1 U_1 ×_2 U_2 ⋯ ×_d U_d`` (spec §1).
+
+    Parameters
+    ----------
+    core : ndarray, shape ``(r_1, …, r_d)``
+    factors : sequence of d arrays, factor ``i`` of shape ``(n_i, r_i)``
+        Orthonormal columns are what the integrators maintain, but are not required here;
+        :meth:`orthonormalize` produces them.
+
+    The dtype is the common floating type of core and factors (float32 stays float32).
+    """
+
+    __slots__ = ("core", "factors")
+
+    def __init__(self, core, factors):
+        core = as_float_array(core, "core")
+        if core.ndim == 0:
+            raise ValueError("core must have ndim >= 1, got a scalar")
+        if isinstance(factors, np.ndarray) or not isinstance(factors, Sequence):
+            raise TypeError("factors must be a list or tuple of 2-D arrays, one per mode of core")
+        if len(factors) != core.ndim:
+            raise ValueError(
+                f"factors must have one matrix per mode of core (core.ndim = {core.ndim}), got {len(factors)}"
+            )
+        facs = []
+        for i, U in enumerate(factors):
+            U = as_float_array(U, f"factors[{i}]")
+            if U.ndim != 2 or U.shape[1] != core.shape[i]:
+                raise ValueError(
+                    f"factors[{i}] must have shape (n_{i}, {core.shape[i]}) to match core.shape[{i}], got {U.shape}"
+                )
+            facs.append(U)
+        dtype = np.result_type(core, *facs)
+        self.core = core.astype(dtype, copy=False)
+        self.factors = [U.astype(dtype, copy=False) for U in facs]
+
+    # -- shape information -------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return self.core.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(U.shape[0] for U in self.factors)
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(self.core.shape)
+
+    @property
+    def dtype(self):
+        return self.core.dtype
+
+    @property
+    def n_params(self) -> int:
+        """Stored numbers ``∏ r_i + Σ n_i r_i`` (the count used for compression rates, spec §5)."""
+        return int(self.core.size + sum(U.size for U in self.factors))
+
+    def __repr__(self) -> str:
+        return f"TuckerTensor(shape={self.shape}, ranks={self.ranks}, dtype={self.dtype})"
+
+    # -- conversions ---------------------------------------------------------------------
+    def full(self) -> np.ndarray:
+        """The dense tensor ``C ×_1 U_1 ⋯ ×_d U_d``."""
+        return multi_mode_product(self.core, self.factors)
+
+    def copy(self) -> "TuckerTensor":
+        return TuckerTensor(self.core.copy(), [U.copy() for U in self.factors])
+
+    def astype(self, dtype) -> "TuckerTensor":
+        return TuckerTensor(self.core.astype(dtype), [U.astype(dtype) for U in self.factors])
+
+    def orthonormalize(self) -> "TuckerTensor":
+        """Same tensor with orthonormal factors: ``U_i = Q_i R_i`` (reduced QR), ``C ← C ×_i R_i``.
+
+        Requires ``r_i <= n_i`` (a reduced QR of a tall-or-square factor).
+        """
+        qs, rs = [], []
+        for i, U in enumerate(self.factors):
+            if U.shape[1] > U.shape[0]:
+                raise ValueError(
+                    f"factors[{i}] has more columns ({U.shape[1]}) than rows ({U.shape[0]}); "
+                    "cannot orthonormalize without changing the rank"
+                )
+            q, r = np.linalg.qr(U)
+            qs.append(q)
+            rs.append(r)
+        return TuckerTensor(multi_mode_product(self.core, rs), qs)
+
+    # -- factored norms --------------------------------------------------------------------
+    def norm(self) -> float:
+        """Frobenius norm without forming the full tensor: ``‖C ×_i R_i‖`` with ``U_i = Q_i R_i``.
+
+        Using the triangular factors (not the Gram matrices ``U_i^T U_i``) keeps the
+        computation free of cancellation and of squared condition numbers.
+        """
+        rs = [np.linalg.qr(U, mode="r") if U.shape[0] >= U.shape[1] else U for U in self.factors]
+        return float(np.linalg.norm(multi_mode_product(self.core, rs)))
+
+    def inner(self, other: "TuckerTensor") -> float:
+        """Frobenius inner product ``⟨X, Y⟩ = ⟨C_X, C_Y ×_i (U_i^T V_i)⟩`` in factored form."""
+        if not isinstance(other, TuckerTensor):
+            raise TypeError(f"other must be a TuckerTensor, got {type(other).__name__}")
+        if other.shape != self.shape:
+            raise ValueError(f"other must have shape {self.shape}, got {other.shape}")
+        cross = [U.T @ V for U, V in zip(self.factors, other.factors)]
+        return float(np.vdot(self.core, multi_mode_product(other.core, cross)))
+
+    def project(self, X) -> np.ndarray:
+        """``X ×_i U_i^T`` — the coefficients of a dense tensor in this tensor's bases."""
+        X = np.asarray(X)
+        if X.shape != self.shape:
+            raise ValueError(f"X must have shape {self.shape}, got {X.shape}")
+        return multi_mode_product(X, self.factors, transpose=True)
