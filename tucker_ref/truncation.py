@@ -24,7 +24,9 @@ chooses ranks returns feasible ones, recompressing the core losslessly when need
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -307,9 +309,10 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     Implements spec §3 step 3: for each truncated mode ``i``, ``Mat_i(C) = P_i Σ_i R_i^T``;
     keep the smallest ``r`` whose discarded tail ``‖(σ_{i,r+1}, …)‖ ≤ ϑ`` (**per-mode rule**,
     ``ϑ = tol·‖C‖_F`` when ``relative`` else ``tol``; total error ``≤ √(#modes)·ϑ``), clamp to
-    ``[min(rmin, r̂_i, n_i), min(rmax, r̂_i)]`` (``r̂_i`` the current rank), enforce
-    ``r_i ≤ ∏_{j≠i} r_j`` by lossless recompression, then ``U_i ← U_i P_i[:, :r_i]`` and
-    ``C ← C ×_i P_i[:, :r_i]^T``.
+    ``[min(rmin, r̂_i, n_i), min(rmax, r̂_i)]`` (``r̂_i`` the current rank), truncate
+    ``C ← C ×_i P_i[:, :r_i]^T``, ``U_i ← U_i P_i[:, :r_i]``, then enforce
+    ``r_i ≤ ∏_{j≠i} r_j`` by lossless recompression of the truncated core
+    (:func:`recompress_to_feasible`; its rounding-level drop is added to the mode's tail).
 
     Parameters
     ----------
@@ -336,13 +339,11 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     if not isinstance(T, TuckerTensor):
         raise TypeError(f"T must be a TuckerTensor, got {type(T).__name__}")
     d = T.ndim
-    if not _has_orthonormal_factors(T):
+    if not T.has_orthonormal_factors():
         T = T.orthonormalize()
-    modes_set = set(range(d)) if modes is None else {check_mode(m, d, "modes[k]") for m in modes}
+    modes_set = set(range(d)) if modes is None else _parse_modes(modes, d)
     if ranks is not None:
-        ranks = list(ranks)
-        if len(ranks) != d:
-            raise ValueError(f"ranks must have one entry per mode ({d}), got {len(ranks)}")
+        ranks = _parse_fixed_ranks(ranks, d)
         if tol is not None and all(r is not None for r in ranks):
             raise ValueError("give exactly one of ranks and tol, not both (use None entries in ranks to mix)")
     tol = check_nonneg(tol, "tol")
@@ -355,7 +356,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     C = T.core
     norm_c = float(np.linalg.norm(C))
     threshold = (tol if tol is not None else 0.0) * (norm_c if relative else 1.0)
-    bases, svals, chosen, clamps = [], [], [], {}
+    keep, svals, tails, clamps = [], [], [], {}
     for i in range(d):
         P, s = left_singular(unfold(C, i))
         r_hat, n_i = C.shape[i], T.shape[i]
@@ -363,8 +364,8 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         if i not in modes_set:
             r = r_hat
         elif ranks is not None and ranks[i] is not None:
-            r = int(ranks[i])
-            if not 1 <= r <= r_hat:
+            r = ranks[i]
+            if r > r_hat:
                 raise ValueError(f"ranks[{i}] = {r} must be in [1, {r_hat}] (the current rank of mode {i})")
         else:
             r = rank_for_tolerance(s, threshold)
@@ -376,20 +377,22 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
             elif r > hi:
                 r = hi
                 clamps[i].append("rmax")
-        bases.append(P)
+        # A frozen mode keeps its basis (identity in core coordinates).
+        keep.append(np.ascontiguousarray(P[:, :r]) if i in modes_set else np.eye(r_hat, dtype=C.dtype))
         svals.append(s)
-        chosen.append(r)
-    target = feasible_ranks(chosen)
+        tails.append(float(tail_norms(s)[min(r, len(s))]))
+    chosen = [B.shape[1] for B in keep]
+    # Feasibility is enforced on the truncated core, where it is lossless (spec §3 step 3):
+    # Mat_i of the truncated core has rank <= prod_{j!=i} r_j. Cutting the original core's
+    # mode-i basis to the feasible rank instead would discard tails above the threshold.
+    new_core, keep, dropped = recompress_to_feasible(multi_mode_product(C, keep, transpose=True), keep)
     for i in range(d):
-        if target[i] < chosen[i]:
+        if new_core.shape[i] < chosen[i]:
             clamps[i].append("feasibility")
-    tails = tuple(float(tail_norms(s)[r]) for s, r in zip(svals, target))
-    # A frozen mode keeps its basis unless feasibility forces a (lossless) reduction.
-    keep = [np.ascontiguousarray(P[:, :r]) if (i in modes_set or r < C.shape[i])
-            else np.eye(r, dtype=C.dtype) for i, (P, r) in enumerate(zip(bases, target))]
-    new_core = multi_mode_product(C, keep, transpose=True)
+    tails = tuple(float(np.hypot(t, b)) for t, b in zip(tails, dropped))
     eta = float(np.linalg.norm(C - multi_mode_product(new_core, keep)))
-    new_factors = [U @ P for U, P in zip(T.factors, keep)]
+    new_factors = [U.copy() if (i not in modes_set and new_core.shape[i] == chosen[i]) else U @ B
+                   for i, (U, B) in enumerate(zip(T.factors, keep))]
     out = TuckerTensor(new_core, new_factors)
     report = TruncationReport(
         ranks=out.ranks,
@@ -404,11 +407,37 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     return out, report
 
 
+def _parse_fixed_ranks(ranks, d):
+    if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
+        ranks = [ranks] * d
+    try:
+        ranks = list(ranks)
+    except TypeError:
+        raise TypeError(f"ranks must be an int or a sequence of {d} entries (int or None), got {ranks!r}") from None
+    if len(ranks) != d:
+        raise ValueError(f"ranks must have one entry per mode ({d}), got {len(ranks)}")
+    for i, r in enumerate(ranks):
+        if r is None:
+            continue
+        if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
+            raise ValueError(f"ranks[{i}] must be a positive integer or None, got {r!r}")
+        ranks[i] = int(r)
+    return ranks
+
+
+def _parse_modes(modes, d):
+    if isinstance(modes, (str, bytes)) or not isinstance(modes, Iterable):
+        raise TypeError(f"modes must be a sequence of mode indices in [-{d}, {d}), got {modes!r}")
+    return {check_mode(m, d, f"modes[{k}]") for k, m in enumerate(modes)}
+
+
 def _per_mode(value, d, name, default):
     if value is None:
         return [default] * d
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = [int(value)] * d
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an int or a sequence of {d} ints, got {value!r}")
     value = list(value)
     if len(value) != d:
         raise ValueError(f"{name} must be an int or one entry per mode ({d}), got {value!r}")
@@ -420,11 +449,3 @@ def _per_mode(value, d, name, default):
             raise ValueError(f"{name}[{i}] must be a positive integer, got {v!r}")
         value[i] = int(v)
     return value
-
-
-def _has_orthonormal_factors(T: TuckerTensor) -> bool:
-    tol = 100 * eps_of(T.dtype) * max(T.shape)
-    return all(
-        U.shape[1] <= U.shape[0] and np.linalg.norm(U.T @ U - np.eye(U.shape[1]), 2) <= tol
-        for U in T.factors
-    )

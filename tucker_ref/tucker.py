@@ -22,7 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._checks import as_float_array, check_mode
+from ._checks import as_float_array, check_mode, eps_of
+
+#: Tolerance of :meth:`TuckerTensor.has_orthonormal_factors`, in units of ``max(n_i)·eps``.
+ORTHONORMALITY_FACTOR = 100.0
 
 
 def unfold(X, mode: int) -> np.ndarray:
@@ -78,12 +81,17 @@ def multi_mode_product(X, matrices, modes=None, transpose: bool = False) -> np.n
     """
     X = np.asarray(X)
     matrices = list(matrices)
-    modes = list(range(len(matrices))) if modes is None else list(modes)
+    if modes is None:
+        if len(matrices) > X.ndim:
+            raise ValueError(
+                f"matrices must have at most X.ndim = {X.ndim} entries when modes is None, got {len(matrices)}")
+        modes = list(range(len(matrices)))
+    modes = list(modes)
     if len(modes) != len(matrices):
         raise ValueError(f"modes must have one entry per matrix ({len(matrices)}), got {len(modes)}")
     seen = set()
-    for m in modes:
-        m = check_mode(m, X.ndim, "modes[k]")
+    for k, m in enumerate(modes):
+        m = check_mode(m, X.ndim, f"modes[{k}]")
         if m in seen:
             raise ValueError(f"modes must not repeat a mode, got {modes}")
         seen.add(m)
@@ -184,6 +192,18 @@ class TuckerTensor:
             qs.append(q)
             rs.append(r)
         return TuckerTensor(multi_mode_product(self.core, rs), qs)
+
+    def has_orthonormal_factors(self) -> bool:
+        """``‖U_i^T U_i − I‖_2 ≤ ORTHONORMALITY_FACTOR·max(n)·eps`` for every factor (and ``r_i ≤ n_i``).
+
+        The tolerance is in units of the dtype's eps, so float32 factors built in float64
+        and rounded pass; factors that are only approximately orthonormal fail.
+        """
+        tol = ORTHONORMALITY_FACTOR * max(self.shape) * eps_of(self.dtype)
+        return all(
+            U.shape[1] <= U.shape[0] and np.linalg.norm(U.T @ U - np.eye(U.shape[1]), 2) <= tol
+            for U in self.factors
+        )
 
     # -- factored norms --------------------------------------------------------------------
     def norm(self) -> float:

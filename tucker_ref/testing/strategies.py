@@ -1,0 +1,220 @@
+"""Hypothesis strategies for Tucker tensors with controlled spectra.
+
+Every strategy draws a *seed* (and a few scalars that set the spectrum) with hypothesis and
+builds the arrays with ``np.random.default_rng(seed)``. Drawing array entries one by one
+(``hnp.arrays`` with its default fill) gives exactly singular matrices in most draws; a
+seed plus a spectrum gives the conditioning a property needs, and a failing example
+replays from its seed.
+
+What is controlled (and checked inside the strategies with ``assert``):
+
+* :func:`tucker_tensors` — feasible ranks ``r_i ≤ ∏_{j≠i} r_j``, orthonormal factors
+  (QR of a Gaussian matrix, ``R`` with positive diagonal), and a core whose every unfolding
+  ``Mat_i(C)`` has full row rank with ``σ_min(Mat_i(C)) ≥ min_sigma·σ_max(Mat_i(C))``.
+* :func:`planted_tensors` / :func:`dense_tensors` — a dense tensor ``X = L + E``: a planted
+  Tucker part ``L`` as above and Gaussian noise ``E`` of a drawn relative size
+  ``‖E‖ = level·‖L‖`` (``level`` from ``noise_levels``, ``0`` included by default).
+  Without noise, the multilinear rank of ``X`` is exactly the planted rank, and the nonzero
+  mode-``i`` singular values of ``X`` are those of ``Mat_i(C)`` (orthonormal factors).
+
+Other helpers import these for integrator and layer tests; the builders
+(:func:`random_orthonormal`, :func:`conditioned_core`) are plain functions of a
+``numpy.random.Generator`` so that non-hypothesis code can reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from hypothesis import strategies as st
+
+from .._checks import check_ranks
+from ..truncation import feasible_ranks
+from ..tucker import TuckerTensor, mode_product, unfold
+
+__all__ = [
+    "Planted",
+    "conditioned_core",
+    "dense_tensors",
+    "feasible_ranks_for",
+    "planted_tensors",
+    "random_orthonormal",
+    "seeds",
+    "shapes",
+    "tucker_tensors",
+    "unfolding_condition_numbers",
+]
+
+#: Operator-scaling sweeps stop once every unfolding's condition number is below this.
+_SCALING_TARGET = 1.5
+_MAX_SCALING_SWEEPS = 40
+
+
+def seeds():
+    """Seeds for ``np.random.default_rng`` (shrinks towards 0)."""
+    return st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def shapes(min_order: int = 2, max_order: int = 4, min_dim: int = 1, max_dim: int = 6):
+    """Tensor shapes: ``d ∈ [min_order, max_order]`` modes of size ``n_i ∈ [min_dim, max_dim]``."""
+    if not 1 <= min_order <= max_order:
+        raise ValueError(f"need 1 <= min_order <= max_order, got {min_order}, {max_order}")
+    if not 1 <= min_dim <= max_dim:
+        raise ValueError(f"need 1 <= min_dim <= max_dim, got {min_dim}, {max_dim}")
+    return st.lists(st.integers(min_dim, max_dim), min_size=min_order, max_size=max_order).map(tuple)
+
+
+@st.composite
+def feasible_ranks_for(draw, shape):
+    """Ranks ``r_i ∈ [1, n_i]`` with ``r_i ≤ ∏_{j≠i} r_j`` (spec §1) for a given ``shape``.
+
+    Draws ``r_i`` uniformly in ``[1, n_i]`` and reduces them to the largest feasible ranks
+    below (:func:`tucker_ref.truncation.feasible_ranks`), so full rank ``r = shape`` is drawn
+    whenever ``shape`` itself is feasible.
+    """
+    raw = [draw(st.integers(1, int(n))) for n in shape]
+    return feasible_ranks(raw)
+
+
+def random_orthonormal(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
+    """``n × r`` matrix with orthonormal columns: ``Q`` of a Gaussian matrix's QR, ``diag(R) > 0``.
+
+    With the sign of ``R``'s diagonal fixed, ``Q`` is Haar-distributed (not merely orthonormal).
+    """
+    if not 0 <= r <= n:
+        raise ValueError(f"r must be in [0, n] = [0, {n}], got {r}")
+    Q, R = np.linalg.qr(rng.standard_normal((n, r)))
+    signs = np.sign(np.diag(R))
+    signs[signs == 0] = 1.0
+    return Q * signs
+
+
+def unfolding_condition_numbers(C: np.ndarray) -> list[float]:
+    """``σ_max / σ_min`` of every unfolding ``Mat_i(C)`` (``inf`` when a row-rank is deficient)."""
+    out = []
+    for i in range(C.ndim):
+        s = np.linalg.svd(unfold(C, i), compute_uv=False)
+        out.append(float(s[0] / s[-1]) if s[-1] > 0 else math.inf)
+    return out
+
+
+def _scale_unfoldings(C: np.ndarray) -> np.ndarray:
+    """Alternating operator scaling ``C ← C ×_i (Mat_i(C) Mat_i(C)^T)^{-1/2}``, renormalized.
+
+    Drives every unfolding towards equal singular values; a generic core with feasible ranks
+    reaches condition numbers below ~1.3 within a few sweeps.
+    """
+    for _ in range(_MAX_SCALING_SWEEPS):
+        if max(unfolding_condition_numbers(C)) <= _SCALING_TARGET:
+            break
+        for i in range(C.ndim):
+            P, s, _ = np.linalg.svd(unfold(C, i), full_matrices=False)
+            C = mode_product(C, (P / s) @ P.T, i)
+            C = C / np.linalg.norm(C)
+    return C
+
+
+def conditioned_core(rng: np.random.Generator, ranks, min_sigma: float, spread: float = 1.0,
+                     norm: float = 1.0) -> np.ndarray:
+    """Core with full-row-rank unfoldings, ``cond(Mat_i(C)) ≤ 1/min_sigma`` for every ``i``.
+
+    Construction: a Gaussian core is operator-scaled until every unfolding has condition
+    number ``κ_0 ≤ 1.5``; then ``C ← C ×_j D_j`` with positive diagonal ``D_j`` whose
+    log-ranges ``b_j`` sum to ``spread·log(1/(min_sigma·κ_0))`` (random split over the modes,
+    both ends of each range attained); then random rotations ``C ← C ×_j Q_j`` (spectra
+    unchanged) and ``‖C‖_F = norm``. Since ``cond(D_i M (⊗_{j≠i} D_j)^T) ≤ cond(M)·∏_j cond(D_j)``,
+    every unfolding keeps ``cond ≤ κ_0·e^{Σ b_j} ≤ 1/min_sigma``; ``spread = 1`` pushes some
+    unfolding close to that bound, ``spread = 0`` keeps ``cond ≤ 1.5``.
+
+    Parameters
+    ----------
+    ranks : sequence of int, feasible (``r_i ≤ ∏_{j≠i} r_j``; else ``ValueError``)
+    min_sigma : float in (0, 0.5]
+    spread : float in [0, 1]
+    norm : float > 0
+    """
+    ranks = tuple(int(r) for r in ranks)
+    if any(r < 1 for r in ranks) or feasible_ranks(ranks) != ranks:
+        raise ValueError(f"ranks must be positive and feasible (r_i <= prod_(j!=i) r_j), got {ranks}")
+    if not 0 < min_sigma <= 0.5:
+        raise ValueError(f"min_sigma must be in (0, 0.5], got {min_sigma}")
+    if not 0 <= spread <= 1:
+        raise ValueError(f"spread must be in [0, 1], got {spread}")
+    C = _scale_unfoldings(rng.standard_normal(ranks))
+    kappa0 = max(unfolding_condition_numbers(C))
+    assert kappa0 < 1 / min_sigma, f"operator scaling left cond {kappa0} (ranks {ranks})"
+    # A hair of the budget is kept back so that rounding cannot push cond past 1/min_sigma.
+    budget = spread * max(math.log(1 / (min_sigma * kappa0)) - 1e-6, 0.0)
+    weights = rng.dirichlet(np.ones(len(ranks)))
+    for j, r in enumerate(ranks):
+        if r > 1:
+            u = np.concatenate(([0.0, 1.0], rng.uniform(size=r - 2)))
+            C = mode_product(C, np.diag(np.exp(-weights[j] * budget * u)), j)
+        C = mode_product(C, random_orthonormal(rng, r, r), j)
+    C = C * (norm / np.linalg.norm(C))
+    conds = unfolding_condition_numbers(C)
+    assert max(conds) <= 1 / min_sigma, f"core unfolding condition numbers {conds} exceed 1/{min_sigma}"
+    return C
+
+
+@st.composite
+def tucker_tensors(draw, min_order: int = 2, max_order: int = 4, min_dim: int = 1, max_dim: int = 6,
+                   min_sigma: float = 1e-2, dtype=np.float64, shape=None, ranks=None):
+    """A :class:`~tucker_ref.tucker.TuckerTensor` with orthonormal factors and a well-posed core.
+
+    Controlled: the shape (drawn, or ``shape``), feasible ranks (drawn by
+    :func:`feasible_ranks_for`, or ``ranks``), every core unfolding of full row rank with
+    ``cond(Mat_i(C)) ≤ 1/min_sigma`` (how much of that range is used is drawn), and the norm
+    ``‖C‖_F = 10^e`` with ``e ∈ [-2, 2]`` drawn, so that absolute tolerances get caught.
+    Built in float64 and cast to ``dtype`` (float32 factors are orthonormal to float32 rounding).
+    """
+    if shape is None:
+        shape = draw(shapes(min_order, max_order, min_dim, max_dim))
+    shape = tuple(int(n) for n in shape)
+    if ranks is None:
+        ranks = draw(feasible_ranks_for(shape))
+    ranks = check_ranks(ranks, shape)
+    seed = draw(seeds())
+    spread = draw(st.floats(0.0, 1.0))
+    exponent = draw(st.floats(-2.0, 2.0))
+    rng = np.random.default_rng(seed)
+    core = conditioned_core(rng, ranks, min_sigma, spread=spread, norm=10.0**exponent)
+    factors = [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)]
+    return TuckerTensor(core.astype(dtype), [U.astype(dtype) for U in factors])
+
+
+class Planted(NamedTuple):
+    """A dense tensor ``X = low_rank.full() + noise`` with its planted parts."""
+
+    X: np.ndarray
+    low_rank: TuckerTensor
+    noise_level: float
+
+
+@st.composite
+def planted_tensors(draw, min_order: int = 2, max_order: int = 4, min_dim: int = 1, max_dim: int = 6,
+                    min_sigma: float = 1e-2, noise_levels=(0.0, 1e-10, 1e-4, 1e-2), dtype=np.float64,
+                    shape=None, ranks=None):
+    """:class:`Planted` ``(X, low_rank, noise_level)`` with ``X = L + E``, ``‖E‖ = noise_level·‖L‖``.
+
+    ``L`` is drawn by :func:`tucker_tensors` (same controls); ``E`` is Gaussian (from the same
+    seeded generator) rescaled to the drawn relative level. The planted ranks are drawn below
+    the shape, so most draws have a spectral gap in some mode: mode-``i`` singular values
+    of ``X`` are those of ``Mat_i(C)`` followed by a noise floor of size ~``noise_level·‖L‖``.
+    """
+    T = draw(tucker_tensors(min_order, max_order, min_dim, max_dim, min_sigma, np.float64, shape, ranks))
+    level = float(draw(st.sampled_from(tuple(noise_levels))))
+    seed = draw(seeds())
+    L = T.full()
+    E = np.random.default_rng(seed).standard_normal(L.shape)
+    X = L + (level * np.linalg.norm(L) / np.linalg.norm(E)) * E if level > 0 else L
+    return Planted(X.astype(dtype), T.astype(dtype), level)
+
+
+def dense_tensors(min_order: int = 2, max_order: int = 4, min_dim: int = 1, max_dim: int = 6,
+                  min_sigma: float = 1e-2, noise_levels=(0.0, 1e-10, 1e-4, 1e-2), dtype=np.float64):
+    """Dense tensors with a planted multilinear spectrum: the ``X`` of :func:`planted_tensors`."""
+    return planted_tensors(min_order, max_order, min_dim, max_dim, min_sigma, noise_levels, dtype).map(
+        lambda p: p.X)
