@@ -356,7 +356,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     C = T.core
     norm_c = float(np.linalg.norm(C))
     threshold = (tol if tol is not None else 0.0) * (norm_c if relative else 1.0)
-    keep, svals, tails, clamps = [], [], [], {}
+    keep, svals, tails, clamps, requested = [], [], [], {}, []
     for i in range(d):
         P, s = left_singular(unfold(C, i))
         r_hat, n_i = C.shape[i], T.shape[i]
@@ -381,17 +381,19 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         keep.append(np.ascontiguousarray(P[:, :r]) if i in modes_set else np.eye(r_hat, dtype=C.dtype))
         svals.append(s)
         tails.append(float(tail_norms(s)[min(r, len(s))]))
-    chosen = [B.shape[1] for B in keep]
+        requested.append(r)
     # Feasibility is enforced on the truncated core, where it is lossless (spec §3 step 3):
     # Mat_i of the truncated core has rank <= prod_{j!=i} r_j. Cutting the original core's
     # mode-i basis to the feasible rank instead would discard tails above the threshold.
     new_core, keep, dropped = recompress_to_feasible(multi_mode_product(C, keep, transpose=True), keep)
+    # P_i has only min(r̂_i, ∏_{j≠i} r̂_j) columns, so a rank above that is cut here already;
+    # either way the cut is feasibility's, measured against the rank the rule asked for.
     for i in range(d):
-        if new_core.shape[i] < chosen[i]:
+        if new_core.shape[i] < requested[i]:
             clamps[i].append("feasibility")
     tails = tuple(float(np.hypot(t, b)) for t, b in zip(tails, dropped))
     eta = float(np.linalg.norm(C - multi_mode_product(new_core, keep)))
-    new_factors = [U.copy() if (i not in modes_set and new_core.shape[i] == chosen[i]) else U @ B
+    new_factors = [U.copy() if (i not in modes_set and new_core.shape[i] == requested[i]) else U @ B
                    for i, (U, B) in enumerate(zip(T.factors, keep))]
     out = TuckerTensor(new_core, new_factors)
     report = TruncationReport(

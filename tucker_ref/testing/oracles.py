@@ -12,6 +12,7 @@ __all__ = [
     "adjoint_check",
     "central_difference",
     "derivative_slope",
+    "descent_bound_check",
     "directional_derivative_check",
     "relative_error",
 ]
@@ -124,3 +125,26 @@ def adjoint_check(A, AT, x, y) -> float:
     rhs = np.vdot(x.ravel(), ATy.ravel())
     scale = _norm(Ax) * _norm(y) + _norm(x) * _norm(ATy)
     return float(abs(lhs - rhs) / max(scale, _TINY))
+
+
+def descent_bound_check(loss_before, loss_after, lr, proj_grad_norm, smoothness, grad_bound, eta) -> float:
+    """How far one step's loss change exceeds the descent bound of spec §4, relative to its terms.
+
+    The bound (plain SGD step of size ``λ`` from ``Y0``, ``Π`` the projection onto the augmented
+    space, ``L`` the smoothness constant, ``B`` a bound of ``‖∇L‖`` on the segment ``[Ŷ1, Y1]``,
+    ``η`` the truncation error)::
+
+        L(Y1) ≤ L(Y0) − λ(1 − λL/2)‖Π∇L(Y0)‖² + B·η
+
+    Returns ``(L(Y1) − bound) / (|L(Y0)| + λ‖Π∇L‖² + B·η)``: ``≤ 0`` when the bound holds; equality
+    is possible, so assert ``≤`` a rounding margin (``~1e-12`` in float64). The arguments map to
+    a ``StepReport``'s ``loss_before``, ``loss_after``, ``proj_grad_norm`` and ``eta``.
+    """
+    values = [float(v) for v in (loss_before, loss_after, lr, proj_grad_norm, smoothness, grad_bound, eta)]
+    if not all(np.isfinite(values)):
+        raise ValueError(f"descent_bound_check needs finite numbers, got {values}")
+    L0, L1, lr, proj, Ls, B, eta = values
+    if lr < 0 or proj < 0 or Ls < 0 or B < 0 or eta < 0:
+        raise ValueError("lr, proj_grad_norm, smoothness, grad_bound and eta must be >= 0")
+    bound = L0 - lr * (1 - lr * Ls / 2) * proj**2 + B * eta
+    return (L1 - bound) / max(abs(L0) + lr * proj**2 + B * eta, _TINY)

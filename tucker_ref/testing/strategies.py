@@ -35,8 +35,10 @@ from ..truncation import feasible_ranks
 from ..tucker import TuckerTensor, mode_product, unfold
 
 __all__ = [
+    "ConvConfig",
     "Planted",
     "conditioned_core",
+    "conv_configs",
     "dense_tensors",
     "feasible_ranks_for",
     "planted_tensors",
@@ -218,3 +220,61 @@ def dense_tensors(min_order: int = 2, max_order: int = 4, min_dim: int = 1, max_
     """Dense tensors with a planted multilinear spectrum: the ``X`` of :func:`planted_tensors`."""
     return planted_tensors(min_order, max_order, min_dim, max_dim, min_sigma, noise_levels, dtype).map(
         lambda p: p.X)
+
+
+class ConvConfig(NamedTuple):
+    """A conv2d configuration in PyTorch's layout, with the seed of its data.
+
+    ``x_shape = (N, C_in, H, W)``, ``w_shape = (C_out, C_in, kh, kw)``; ``stride``, ``padding``
+    and ``dilation`` are pairs. Another implementation can be run on :meth:`arrays` and compared
+    with ``tucker_ref.nn.functional.conv2d`` / ``conv2d_backward``.
+    """
+
+    x_shape: tuple
+    w_shape: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    seed: int
+
+    @property
+    def out_shape(self) -> tuple:
+        """``(N, C_out, P, Q)`` with ``P = floor((H + 2p − d(kh − 1) − 1)/s) + 1`` (same for ``Q``)."""
+        spatial = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
+                        zip(self.x_shape[2:], self.w_shape[2:], self.stride, self.padding, self.dilation))
+        return (self.x_shape[0], self.w_shape[0]) + spatial
+
+    def kwargs(self) -> dict:
+        """``dict(stride=…, padding=…, dilation=…)`` for the conv functions."""
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation}
+
+    def arrays(self, dtype=np.float64):
+        """``(x, w, b, dy)``: Gaussian from ``default_rng(seed)``; ``dy`` (of :attr:`out_shape`) is a
+        random upstream gradient, never all ones (those hide transposition bugs)."""
+        rng = np.random.default_rng(self.seed)
+        return tuple(rng.standard_normal(shape).astype(dtype) for shape in
+                     (self.x_shape, self.w_shape, self.w_shape[:1], self.out_shape))
+
+
+@st.composite
+def conv_configs(draw, max_batch: int = 3, max_channels: int = 4, max_kernel: int = 4, max_stride: int = 3,
+                 max_padding: int = 2, max_dilation: int = 3, max_extra: int = 5):
+    """:class:`ConvConfig` covering the whole (shape, stride, padding, dilation) space.
+
+    Each of stride, padding and dilation is drawn per axis (unequal pairs included), kernels
+    independently per axis (square and not). The spatial size is the smallest in which the
+    dilated kernel fits, ``max(1, d(k − 1) + 1 − 2p)``, plus ``0 … max_extra`` rows: every draw
+    is valid (no rejection), and sizes where the stride does not divide the span (the floor
+    case), batch 1 and single channels are all reachable.
+    """
+    n = draw(st.integers(1, max_batch))
+    c_in, c_out = draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
+
+    def pair(lo, hi):
+        return tuple(draw(st.integers(lo, hi)) for _ in range(2))
+
+    kernel = pair(1, max_kernel)
+    stride, padding, dilation = pair(1, max_stride), pair(0, max_padding), pair(1, max_dilation)
+    size = tuple(max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, max_extra))
+                 for k, p, d in zip(kernel, padding, dilation))
+    return ConvConfig((n, c_in) + size, (c_out, c_in) + kernel, stride, padding, dilation, draw(seeds()))

@@ -1,0 +1,339 @@
+"""Tucker conv2d, low-rank dense and their gradient oracles (spec §3) against the dense kernels.
+
+Oracles: the dense conv / linear of :mod:`tucker_ref.nn.functional` with the reconstructed
+weight ``T.full()``, the chain rule through ``W = C ×_i U_i`` written out with dense
+tensors, and central differences. The layer output is linear in each block (x, C, U_i, b)
+separately, so a central difference along one block is exact up to rounding.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tucker_ref.nn.functional import conv2d, conv2d_backward, linear, linear_backward
+from tucker_ref.nn.tucker_layers import (
+    LowRankLinearGradient,
+    TuckerConvGradient,
+    low_rank_linear,
+    low_rank_linear_backward,
+    tucker_conv2d,
+    tucker_conv2d_backward,
+)
+from tucker_ref.truncation import feasible_ranks
+from tucker_ref.tucker import TuckerTensor, multi_mode_product, unfold
+
+# Chain-rule and projection identities: both sides are short sums of products of O(1)
+# Gaussian numbers, so they agree to a few hundred ulps in float64.
+EXACT = 1e-12
+# Central differences of a function linear in the perturbed block: exact up to rounding of
+# the two evaluations (~eps·|f| / |directional derivative|).
+FD_TOL = 1e-10
+
+
+def rel(a, b) -> float:
+    """Normwise relative error ``‖a − b‖ / ‖b‖`` (0 when both vanish)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    den = np.linalg.norm(b)
+    num = np.linalg.norm(a - b)
+    return float(num / den) if den > 0 else float(num)
+
+
+def random_tucker(rng, shape, ranks, orthonormal) -> TuckerTensor:
+    factors = [rng.standard_normal((n, r)) for n, r in zip(shape, ranks)]
+    if orthonormal:
+        factors = [np.linalg.qr(U)[0] for U in factors]
+    return TuckerTensor(rng.standard_normal(ranks), factors)
+
+
+@st.composite
+def conv_cases(draw):
+    """A Tucker conv configuration: geometry (incl. floor case, batch 1, channel 1), feasible ranks, data."""
+    n = draw(st.integers(1, 3))
+    c_in, c_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    kh = draw(st.integers(1, 4))
+    # Square kernels half the time: they expose a swap of the two spatial modes.
+    kernel = (kh, kh if draw(st.booleans()) else draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    # Smallest input the dilated kernel fits in, plus a few rows (floor cases included).
+    size = tuple(max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 5))
+                 for k, p, d in zip(kernel, padding, dilation))
+    shape = (c_out, c_in) + kernel
+    ranks = feasible_ranks(draw(st.integers(1, m)) for m in shape)
+    seed = draw(st.integers(0, 2**32 - 1))
+    orthonormal = draw(st.booleans())
+    rng = np.random.default_rng(seed)
+    T = random_tucker(rng, shape, ranks, orthonormal)
+    x = rng.standard_normal((n, c_in) + size)
+    b = rng.standard_normal(c_out)
+    geo = dict(stride=stride, padding=padding, dilation=dilation)
+    dy = rng.standard_normal(conv2d(x, T.full(), **geo).shape)
+    return dict(T=T, x=x, b=b, dy=dy, geo=geo, rng=rng)
+
+
+def chain_rule(T: TuckerTensor, G):
+    """Gradients with respect to core and factors from the dense gradient ``G`` (spec chain rule).
+
+    ``dC = G ×_i U_i^T`` and ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``.
+    """
+    dcore = multi_mode_product(G, T.factors, transpose=True)
+    dfactors = []
+    for i in range(T.ndim):
+        others = [None if j == i else U for j, U in enumerate(T.factors)]
+        dfactors.append(unfold(multi_mode_product(G, others, transpose=True), i) @ unfold(T.core, i).T)
+    return dcore, dfactors
+
+
+def random_bases(rng, T: TuckerTensor, kinds):
+    """One basis per mode: ``None`` (identity), a random ``n_i × k_i`` or ``n_i × n_i`` matrix, or an augmented
+    basis ``[U_i, orth(new)]`` with ``min(2 r_i, n_i)`` orthonormal columns."""
+    bases = []
+    for (n, r), U, kind in zip(zip(T.shape, T.ranks), T.factors, kinds):
+        if kind == "none":
+            bases.append(None)
+        elif kind == "random":
+            bases.append(rng.standard_normal((n, int(rng.integers(1, n + 1)))))
+        elif kind == "square":
+            bases.append(rng.standard_normal((n, n)))
+        else:
+            Q = np.linalg.qr(U)[0]
+            new = rng.standard_normal((n, min(2 * r, n) - r))
+            new -= Q @ (Q.T @ new)
+            bases.append(np.linalg.qr(np.hstack([Q, new]))[0])
+    return bases
+
+
+BASIS_KINDS = ["none", "random", "square", "augmented"]
+basis_kinds = st.lists(st.sampled_from(BASIS_KINDS), min_size=4, max_size=4)
+
+
+# ---------------------------------------------------------------------------------------
+# Tucker conv: forward, backward, finite differences
+# ---------------------------------------------------------------------------------------
+@given(conv_cases())
+def test_tucker_conv_forward_equals_dense_conv(case):
+    T, x, b, geo = case["T"], case["x"], case["b"], case["geo"]
+    assert rel(tucker_conv2d(x, T, b, **geo), conv2d(x, T.full(), b, **geo)) <= EXACT
+    assert rel(tucker_conv2d(x, T, **geo), conv2d(x, T.full(), **geo)) <= EXACT
+
+
+@given(conv_cases())
+def test_tucker_conv_backward_equals_chain_rule_of_dense_backward(case):
+    T, x, dy, geo = case["T"], case["x"], case["dy"], case["geo"]
+    dx_ref, G, db_ref = conv2d_backward(dy, x, T.full(), **geo)
+    dcore_ref, dfactors_ref = chain_rule(T, G)
+    dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T, **geo)
+    assert rel(dx, dx_ref) <= EXACT
+    assert rel(db, db_ref) <= EXACT
+    assert rel(dcore, dcore_ref) <= EXACT
+    assert len(dfactors) == 4
+    for got, want in zip(dfactors, dfactors_ref):
+        assert rel(got, want) <= EXACT
+    no_dx = tucker_conv2d_backward(dy, x, T, need_dx=False, **geo)
+    assert no_dx[0] is None
+    assert rel(no_dx[1], dcore) == 0.0
+
+
+def directional_check(f, point, grad, delta) -> float:
+    """Relative gap between the central difference of ``f`` along ``delta`` and ``⟨grad, delta⟩``."""
+    fd = (f(point + delta) - f(point - delta)) / 2.0
+    exact = float(np.vdot(grad, delta))
+    return abs(fd - exact) / max(abs(exact), 1e-300)
+
+
+@given(conv_cases())
+def test_tucker_conv_gradients_match_central_differences(case):
+    T, x, b, dy, geo, rng = case["T"], case["x"], case["b"], case["dy"], case["geo"], case["rng"]
+    dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T, **geo)
+
+    def loss(x_=x, core=T.core, factors=T.factors, b_=b):
+        return float(np.vdot(dy, tucker_conv2d(x_, TuckerTensor(core, factors), b_, **geo)))
+
+    def with_factor(i):
+        return lambda U: loss(factors=[U if j == i else V for j, V in enumerate(T.factors)])
+
+    checks = [(lambda v: loss(x_=v), x, dx), (lambda v: loss(core=v), T.core, dcore),
+              (lambda v: loss(b_=v), b, db)]
+    checks += [(with_factor(i), U, dfactors[i]) for i, U in enumerate(T.factors)]
+    for f, point, grad in checks:
+        assert directional_check(f, point, grad, rng.standard_normal(point.shape)) <= FD_TOL
+
+
+# ---------------------------------------------------------------------------------------
+# Tucker conv gradient oracle
+# ---------------------------------------------------------------------------------------
+@given(conv_cases(), basis_kinds)
+def test_conv_oracle_core_gradient_equals_projected_dense_gradient(case, kinds):
+    T, x, dy, geo, rng = case["T"], case["x"], case["dy"], case["geo"], case["rng"]
+    oracle = TuckerConvGradient(x, dy, T, **geo)
+    G = conv2d_backward(dy, x, T.full(), need_dx=False, **geo)[1]
+    assert rel(oracle.dense_gradient(), G) <= EXACT
+    for bases in (random_bases(rng, T, kinds), random_bases(rng, T, ["square"] * 4)):
+        got = oracle.core_gradient(bases)
+        want = multi_mode_product(G, bases, transpose=True)
+        assert got.shape == tuple(n if B is None else B.shape[1] for n, B in zip(T.shape, bases))
+        assert rel(got, want) <= EXACT
+
+
+@given(conv_cases())
+def test_conv_oracle_mode_partial_gradient(case):
+    T, x, dy, geo, rng = case["T"], case["x"], case["dy"], case["geo"], case["rng"]
+    oracle = TuckerConvGradient(x, dy, T, **geo)
+    G = oracle.dense_gradient()
+    factors = [rng.standard_normal(U.shape) for U in T.factors]
+    dfactors = tucker_conv2d_backward(dy, x, T, need_dx=False, **geo)[2]
+    all_modes = oracle.mode_partial_gradients(factors)
+    for mode in range(4):
+        others = [None if j == mode else U for j, U in enumerate(factors)]
+        want = unfold(multi_mode_product(G, others, transpose=True), mode)
+        got = oracle.mode_partial_gradient(mode, factors)
+        assert got.shape == (T.shape[mode], int(np.prod([r for j, r in enumerate(T.ranks) if j != mode])))
+        assert rel(got, want) <= EXACT
+        assert rel(all_modes[mode], want) <= EXACT
+        # Default factors are the point's; N_i Mat_i(C)^T is the factor gradient of the backward.
+        assert rel(oracle.mode_partial_gradient(mode) @ unfold(T.core, mode).T, dfactors[mode]) <= EXACT
+
+
+# ---------------------------------------------------------------------------------------
+# low-rank dense
+# ---------------------------------------------------------------------------------------
+@st.composite
+def linear_cases(draw):
+    """Low-rank dense configuration; the algebra holds for any ranks, so ``r_out ≠ r_in`` is drawn too."""
+    n, out, inp = draw(st.integers(1, 4)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    ranks = (draw(st.integers(1, out)), draw(st.integers(1, inp)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    T = random_tucker(rng, (out, inp), ranks, draw(st.booleans()))
+    return dict(T=T, x=rng.standard_normal((n, inp)), b=rng.standard_normal(out),
+                dy=rng.standard_normal((n, out)), rng=rng)
+
+
+@given(linear_cases())
+def test_low_rank_linear_forward_and_backward_equal_dense(case):
+    T, x, b, dy = case["T"], case["x"], case["b"], case["dy"]
+    assert rel(low_rank_linear(x, T, b), linear(x, T.full(), b)) <= EXACT
+    dx_ref, G, db_ref = linear_backward(dy, x, T.full())
+    dcore_ref, dfactors_ref = chain_rule(T, G)
+    dx, dcore, dfactors, db = low_rank_linear_backward(dy, x, T)
+    assert rel(dx, dx_ref) <= EXACT and rel(db, db_ref) <= EXACT and rel(dcore, dcore_ref) <= EXACT
+    for got, want in zip(dfactors, dfactors_ref):
+        assert rel(got, want) <= EXACT
+    assert low_rank_linear_backward(dy, x, T, need_dx=False)[0] is None
+
+
+@given(linear_cases())
+def test_low_rank_linear_gradients_match_central_differences(case):
+    T, x, b, dy, rng = case["T"], case["x"], case["b"], case["dy"], case["rng"]
+    dx, dcore, (dU, dV), db = low_rank_linear_backward(dy, x, T)
+    U, V = T.factors
+
+    def loss(x_=x, core=T.core, U_=U, V_=V, b_=b):
+        return float(np.vdot(dy, low_rank_linear(x_, TuckerTensor(core, [U_, V_]), b_)))
+
+    checks = [(lambda v: loss(x_=v), x, dx), (lambda v: loss(core=v), T.core, dcore),
+              (lambda v: loss(U_=v), U, dU), (lambda v: loss(V_=v), V, dV), (lambda v: loss(b_=v), b, db)]
+    for f, point, grad in checks:
+        assert directional_check(f, point, grad, rng.standard_normal(point.shape)) <= FD_TOL
+
+
+@given(linear_cases(), st.sampled_from(BASIS_KINDS), st.sampled_from(BASIS_KINDS), st.integers(0, 1))
+def test_linear_oracle(case, kind_out, kind_in, mode):
+    T, x, dy, rng = case["T"], case["x"], case["dy"], case["rng"]
+    oracle = LowRankLinearGradient(x, dy, T)
+    G = dy.T @ x
+    assert rel(oracle.dense_gradient(), G) <= EXACT
+    bases = random_bases(rng, T, [kind_out, kind_in])
+    assert rel(oracle.core_gradient(bases), multi_mode_product(G, bases, transpose=True)) <= EXACT
+    other = T.factors[1 - mode]
+    want = G @ other if mode == 0 else G.T @ other
+    assert rel(oracle.mode_partial_gradient(mode), want) <= EXACT
+    assert rel(oracle.mode_partial_gradients()[mode], want) <= EXACT
+    # Without a point, the factors must be given.
+    bare = LowRankLinearGradient(x, dy)
+    assert rel(bare.mode_partial_gradient(mode, T.factors), want) <= EXACT
+    with pytest.raises(ValueError, match="factors is required"):
+        bare.mode_partial_gradient(mode)
+
+
+# ---------------------------------------------------------------------------------------
+# dtype and bad input
+# ---------------------------------------------------------------------------------------
+def _small_conv(dtype=np.float64):
+    rng = np.random.default_rng(7)
+    T = random_tucker(rng, (4, 3, 3, 2), (2, 2, 2, 2), True).astype(dtype)
+    x = rng.standard_normal((2, 3, 6, 5)).astype(dtype)
+    dy = rng.standard_normal((2, 4, 4, 4)).astype(dtype)
+    return T, x, dy, rng
+
+
+def test_float32_stays_float32():
+    T, x, dy, rng = _small_conv(np.float32)
+    b = np.ones(4, np.float32)
+    assert tucker_conv2d(x, T, b).dtype == np.float32
+    dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T)
+    assert {a.dtype for a in [dx, dcore, db, *dfactors]} == {np.dtype(np.float32)}
+    oracle = TuckerConvGradient(x, dy, T)
+    assert oracle.core_gradient(T.factors).dtype == np.float32
+    assert oracle.mode_partial_gradient(2).dtype == np.float32
+    assert oracle.dense_gradient().dtype == np.float32
+    L = random_tucker(rng, (5, 3), (2, 2), True).astype(np.float32)
+    xl = rng.standard_normal((2, 3)).astype(np.float32)
+    dyl = rng.standard_normal((2, 5)).astype(np.float32)
+    assert low_rank_linear(xl, L).dtype == np.float32
+    dx, dcore, dfactors, db = low_rank_linear_backward(dyl, xl, L)
+    assert {a.dtype for a in [dx, dcore, db, *dfactors]} == {np.dtype(np.float32)}
+    assert LowRankLinearGradient(xl, dyl, L).core_gradient(L.factors).dtype == np.float32
+
+
+def test_conv_oracle_float32_matches_float64():
+    # The float32 oracle computes the same quantity; single precision, so compare at a
+    # float32 tolerance (~80 ulps of 1.2e-7; measured ~1e-7), not at EXACT.
+    T, x, dy, _ = _small_conv()
+    got = TuckerConvGradient(x.astype(np.float32), dy.astype(np.float32), T.astype(np.float32)).mode_partial_gradient(1)
+    want = TuckerConvGradient(x, dy, T).mode_partial_gradient(1)
+    assert rel(got, want) <= 1e-5
+
+
+def test_bad_input_names_the_argument():
+    T, x, dy, _ = _small_conv()
+    with pytest.raises(TypeError, match="T must be a TuckerTensor"):
+        tucker_conv2d(x, T.full())
+    with pytest.raises(ValueError, match="T must be a 4-way"):
+        tucker_conv2d(x, TuckerTensor(np.ones((2, 2)), [np.ones((3, 2)), np.ones((3, 2))]))
+    with pytest.raises(ValueError, match="x must have shape"):
+        tucker_conv2d(x[:, :2], T)
+    with pytest.raises(ValueError, match="x must have ndim=4"):
+        tucker_conv2d(x[0], T)
+    with pytest.raises(ValueError, match="b must have shape"):
+        tucker_conv2d(x, T, np.ones(3))
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN"):
+        tucker_conv2d(bad, T)
+    with pytest.raises(ValueError, match="stride"):
+        tucker_conv2d(x, T, stride=0)
+    with pytest.raises(ValueError, match="dy must have"):
+        tucker_conv2d_backward(dy[:, :, :3], x, T)
+    with pytest.raises(ValueError, match="dy must have"):
+        TuckerConvGradient(x, dy[:, :, :3], T)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        TuckerConvGradient(x, dy[:, :3], T)
+    oracle = TuckerConvGradient(x, dy, T)
+    with pytest.raises(ValueError, match="bases must have one entry per mode"):
+        oracle.core_gradient(T.factors[:3])
+    with pytest.raises(ValueError, match=r"bases\[1\] must be None or a matrix with n_1 = 3 rows"):
+        oracle.core_gradient([None, np.ones((4, 2)), None, None])
+    with pytest.raises(TypeError, match="bases must be a list"):
+        oracle.core_gradient(np.ones((4, 2)))
+    with pytest.raises(ValueError, match="mode must be in"):
+        oracle.mode_partial_gradient(4)
+    L = TuckerTensor(np.eye(2), [np.eye(5, 2), np.eye(3, 2)])
+    with pytest.raises(ValueError, match="x must have shape"):
+        low_rank_linear(np.ones((2, 4)), L)
+    with pytest.raises(ValueError, match="dy must have the batch size"):
+        low_rank_linear_backward(np.ones((3, 5)), np.ones((2, 3)), L)
+    with pytest.raises(ValueError, match="T must have shape"):
+        LowRankLinearGradient(np.ones((2, 3)), np.ones((2, 4)), L)

@@ -1,0 +1,162 @@
+"""The gradient-oracle protocol between a loss (or a network layer) and the integrators.
+
+An integrator step never needs the dense Euclidean gradient ``G = ∇L(Y0)`` itself, only its
+projections onto bases (spec §3, "Gradient-oracle protocol"). A *gradient oracle* describes
+``G`` at ONE point ``Y0`` and answers, duck-typed (no base class is required):
+
+``core_gradient(bases) -> ndarray``
+    ``G ×_1 B_1^T ⋯ ×_d B_d^T`` of shape ``(k_1, …, k_d)``. ``bases`` is a list of ``d``
+    entries, each an ``(n_i × k_i)`` matrix or ``None`` (identity in that mode, ``k_i = n_i``).
+    With the augmented bases ``Û_i`` this is the Galerkin (S-step) gradient of spec §3 step 2.
+``mode_partial_gradient(mode, factors) -> ndarray``
+    ``N_i = Mat_i(G ×_{j≠i} U_j^T)`` of shape ``(n_i, ∏_{j≠i} r_j)`` (spec §3 step 1b); entry
+    ``mode`` of ``factors`` is ignored. By definition it equals
+    ``unfold(core_gradient(bases), i)`` with ``bases = factors`` and ``None`` in mode ``i``.
+``dense_gradient() -> ndarray`` (optional)
+    ``G`` itself, of shape ``(n_1, …, n_d)``. Only the diagnostics use it (``ε``, ``‖P(Y0)G‖``,
+    ``‖(I − Π)G‖``); an oracle may omit it or raise ``NotImplementedError``, and the step then
+    reports those quantities as ``None``.
+
+Implementations: :class:`DenseGradient` here (wraps an ndarray, the theory path) and, in
+``tucker_ref.nn``, ``TuckerConvGradient`` / ``LowRankLinearGradient`` (the training path: all
+three methods from the input and output gradient of one backward pass, ``G`` never formed).
+
+Gradient *callables*. Where a step needs the gradient at a point other than ``Y0`` (the
+``"reevaluate"`` S-step, fixed-rank BUG) it takes a callable ``grad(point)``: it is called with
+a :class:`~tucker_ref.tucker.TuckerTensor` and returns either the dense gradient at that point
+(an ndarray) or an oracle at that point. :func:`gradient_at` applies that convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import as_float_array, check_mode
+from ..tucker import TuckerTensor, multi_mode_product, unfold
+
+
+def is_gradient_oracle(obj) -> bool:
+    """``True`` if ``obj`` implements the two required methods of the protocol."""
+    return callable(getattr(obj, "core_gradient", None)) and callable(getattr(obj, "mode_partial_gradient", None))
+
+
+class DenseGradient:
+    """Gradient oracle holding the dense Euclidean gradient ``G`` (the theory path).
+
+    Parameters
+    ----------
+    G : ndarray, shape ``(n_1, …, n_d)``
+        The gradient at the point; must be finite.
+    point : TuckerTensor, optional
+        The point ``Y0`` at which ``G`` was taken; its factors are the default ``factors`` of
+        :meth:`mode_partial_gradient`.
+    name : str
+        Used in error messages (e.g. ``"tdlrt_step: grad"``).
+    """
+
+    def __init__(self, G, point: TuckerTensor | None = None, *, name: str = "G"):
+        self.G = as_float_array(G, name)
+        if self.G.ndim < 1:
+            raise ValueError(f"{name} must be an array with ndim >= 1 (the gradient tensor), got a scalar")
+        if point is not None:
+            if not isinstance(point, TuckerTensor):
+                raise TypeError(f"point must be a TuckerTensor or None, got {type(point).__name__}")
+            if point.shape != self.G.shape:
+                raise ValueError(f"{name} must have the shape of the point, {point.shape}, got {self.G.shape}")
+        self.point = point
+        self.name = name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.G.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.G.ndim
+
+    def _check_bases(self, bases, name: str) -> list:
+        if isinstance(bases, np.ndarray) or not isinstance(bases, (list, tuple)):
+            raise TypeError(f"{name} must be a list of {self.ndim} matrices (or None), got {type(bases).__name__}")
+        if len(bases) != self.ndim:
+            raise ValueError(f"{name} must have one entry per mode ({self.ndim}), got {len(bases)}")
+        out = []
+        for i, B in enumerate(bases):
+            if B is not None:
+                B = as_float_array(B, f"{name}[{i}]", ndim=2)
+                if B.shape[0] != self.shape[i]:
+                    raise ValueError(
+                        f"{name}[{i}] must be None or a matrix with n_{i} = {self.shape[i]} rows, got shape {B.shape}"
+                    )
+            out.append(B)
+        return out
+
+    def core_gradient(self, bases) -> np.ndarray:
+        """``G ×_1 B_1^T ⋯ ×_d B_d^T``, shape ``(k_1, …, k_d)`` (``None`` = identity)."""
+        return multi_mode_product(self.G, self._check_bases(bases, "bases"), transpose=True)
+
+    def mode_partial_gradient(self, mode: int, factors=None) -> np.ndarray:
+        """``N_i = Mat_i(G ×_{j≠i} U_j^T)``, shape ``(n_i, ∏_{j≠i} r_j)`` (spec §3 step 1b).
+
+        Defined through :meth:`core_gradient` with identity in mode ``i``; ``factors`` defaults
+        to the factors of ``point``.
+        """
+        mode = check_mode(mode, self.ndim)
+        if factors is None:
+            if self.point is None:
+                raise ValueError("factors is required: this DenseGradient was built without a point")
+            factors = self.point.factors
+        bases = self._check_bases(list(factors), "factors")
+        bases[mode] = None
+        return unfold(self.core_gradient(bases), mode)
+
+    def dense_gradient(self) -> np.ndarray:
+        """``G`` (no copy)."""
+        return self.G
+
+
+def as_gradient_oracle(obj, *, point: TuckerTensor | None = None, name: str = "grad"):
+    """Return a gradient oracle for ``obj``.
+
+    An object implementing the protocol is returned as is; an array-like becomes a
+    :class:`DenseGradient` (validated: finite, shape of ``point`` when given). Anything else
+    raises ``TypeError``. Callables are *not* evaluated here: see :func:`gradient_at`.
+    """
+    if is_gradient_oracle(obj):
+        shape = getattr(obj, "shape", None)
+        if point is not None and shape is not None and tuple(shape) != point.shape:
+            raise ValueError(f"{name} is a gradient oracle of shape {tuple(shape)}, expected the point's shape "
+                             f"{point.shape}")
+        return obj
+    if isinstance(obj, (np.ndarray, list, tuple)) or np.isscalar(obj):
+        return DenseGradient(obj, point, name=name)
+    raise TypeError(
+        f"{name} must be an ndarray (the dense gradient), a gradient oracle (with core_gradient and "
+        f"mode_partial_gradient) or a callable point -> ndarray | oracle, got {type(obj).__name__}"
+    )
+
+
+def is_gradient_callable(obj) -> bool:
+    """``True`` for a gradient callable (a callable that is neither an oracle nor an array)."""
+    return callable(obj) and not is_gradient_oracle(obj) and not isinstance(obj, np.ndarray)
+
+
+def gradient_at(grad, point: TuckerTensor, *, name: str = "grad"):
+    """The gradient oracle at ``point``: ``grad(point)`` for a gradient callable, else ``grad`` itself.
+
+    A non-callable ``grad`` (ndarray or oracle) is taken to describe the gradient at ``point``
+    already; the caller decides whether that is legitimate (it is only at ``Y0``).
+    """
+    if is_gradient_callable(grad):
+        return as_gradient_oracle(grad(point), point=point, name=f"{name}(point)")
+    return as_gradient_oracle(grad, point=point, name=name)
+
+
+def dense_gradient_or_none(oracle):
+    """``oracle.dense_gradient()``, or ``None`` when the oracle does not provide it."""
+    method = getattr(oracle, "dense_gradient", None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except NotImplementedError:
+        return None

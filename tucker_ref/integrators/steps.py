@@ -1,0 +1,410 @@
+"""Composite integrator steps built only from the substeps of :mod:`.substeps` (spec §3).
+
+* :func:`tdlrt_step` — one rank-adaptive BUG step (augment every mode, Galerkin S-step on the
+  augmented basis, truncate), the TDLRT step;
+* :func:`fixed_rank_bug_step` — the fixed-rank BUG step of Ceruti–Lubich (no augmentation,
+  no truncation; its S-step gradient is taken at the projected point).
+
+Both take the gradient as an ndarray (the dense ``∇L(Y0)``), a gradient oracle at ``Y0``, or
+a gradient callable ``point -> ndarray | oracle`` (see :mod:`.oracle`), and return
+``(Y_new, StepReport)``. Neither modifies its input ``Y``; a non-finite gradient raises
+``ValueError`` naming the step (and the layer, via ``name``) before anything is changed,
+including the optimizer's state.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..manifold import normal_component_norm, tangent_projection
+from ..tucker import TuckerTensor, multi_mode_product
+from .optim import SGD
+from .oracle import dense_gradient_or_none, gradient_at, is_gradient_callable
+from .substeps import (
+    augment_basis,
+    check_adaptive_modes,
+    check_lr,
+    check_rank_bounds,
+    check_tolerance,
+    galerkin_step,
+    k_gradient,
+    k_parametrization,
+    k_step,
+    orthonormal_basis,
+    truncate_step,
+    u_gradient,
+)
+
+#: Variants of :func:`tdlrt_step`: which new directions augment mode ``i`` (spec §3 variants).
+VARIANTS = ("k_step", "augmented_gradient")
+#: Where the S-step gradient is taken (spec §3 variants).
+S_STEP_GRADIENTS = ("same_point", "reevaluate")
+
+
+@dataclass
+class StepReport:
+    """What one integrator step did (spec §3-§4 quantities), JSON-ready through :meth:`to_dict`.
+
+    Attributes
+    ----------
+    variant : str
+        ``"k_step"``, ``"augmented_gradient"`` or ``"fixed_rank_bug"``.
+    ranks_before, ranks_augmented, ranks_after : tuple of int
+        Multilinear ranks of ``Y0``, of the augmented core ``Ĉ0``, of ``Y1``.
+    clamps : dict
+        Per mode, the clamps that changed the tolerance rank (``"rmin"``, ``"rmax"``,
+        ``"feasibility"``).
+    tails : tuple of float
+        Per mode, the norm of the discarded singular values of ``Mat_i(Ĉ1)``.
+    eta : float
+        ``η = ‖Ŷ1 − Y1‖`` (the truncation error, computed directly); ``η ≤ sqrt(Σ tails²)``.
+    threshold : float or None
+        ``ϑ`` in absolute terms.
+    proj_grad_norm : float or None
+        ``‖Π∇L(Y0)‖ = ‖∇L(Y0) ×_i Û_i^T‖`` (Π the orthogonal projection onto ``⊗ span Û_i``; for
+        fixed-rank BUG ``Û_i = U_i^1``). ``None`` for ``"reevaluate"`` without diagnostics.
+    tangent_grad_norm : float or None
+        ``‖P(Y0)∇L(Y0)‖``; ``None`` without diagnostics or without a dense gradient.
+    epsilon : float or None
+        ``ε = ‖(I − P(Y0))∇L(Y0)‖`` from the difference (``manifold.normal_component_norm``).
+    residual_norm : float or None
+        ``‖(I − Π)∇L(Y0)‖`` from the difference; ``≤ ε`` for ``k_step`` (spec §4 containment).
+    loss_before, loss_after : float or None
+        ``L(Y0)`` and ``L(Y1)`` when a ``loss`` callable was given.
+    s_step_gradient : str
+        ``"same_point"`` (S-step gradient at ``Y0``) or ``"reevaluate"`` (the callable was
+        called again at the S-step's starting point).
+    timings : dict
+        Wall time in seconds per substep.
+    """
+
+    variant: str
+    ranks_before: tuple
+    ranks_augmented: tuple
+    ranks_after: tuple
+    clamps: dict
+    tails: tuple
+    eta: float
+    threshold: float | None
+    proj_grad_norm: float | None
+    tangent_grad_norm: float | None
+    epsilon: float | None
+    residual_norm: float | None
+    loss_before: float | None
+    loss_after: float | None
+    s_step_gradient: str
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain Python types only (lists, floats, str keys), for ``json.dumps``."""
+        out = asdict(self)
+        for key in ("ranks_before", "ranks_augmented", "ranks_after"):
+            out[key] = [int(r) for r in out[key]]
+        out["tails"] = [float(t) for t in out["tails"]]
+        out["clamps"] = {str(k): list(v) for k, v in out["clamps"].items()}
+        out["timings"] = {str(k): float(v) for k, v in out["timings"].items()}
+        for key in ("eta", "threshold", "proj_grad_norm", "tangent_grad_norm", "epsilon", "residual_norm",
+                    "loss_before", "loss_after"):
+            if out[key] is not None:
+                out[key] = float(out[key])
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------
+@contextmanager
+def _timed(timings: dict, key: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
+
+
+def _step_name(base: str, name) -> str:
+    return base if name is None else f"{base}[{name}]"
+
+
+def _check_point(Y, step: str) -> TuckerTensor:
+    if not isinstance(Y, TuckerTensor):
+        raise TypeError(f"{step}: Y must be a TuckerTensor, got {type(Y).__name__}")
+    if not Y.has_orthonormal_factors():
+        raise ValueError(f"{step}: Y must have orthonormal factors (use Y.orthonormalize() first)")
+    return Y
+
+
+def _fetch(value, what: str, step: str, shape: tuple, dtype) -> np.ndarray:
+    """Validate an oracle answer: its shape and finiteness; cast to the point's dtype."""
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(f"{step}: the gradient oracle returned {what} of shape {value.shape}, expected {shape}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{step}: the gradient oracle returned a non-finite {what} (NaN or Inf); "
+                         "the step was not taken and Y is unchanged")
+    return value.astype(dtype, copy=False)
+
+
+def _gradient(grad, point: TuckerTensor, step: str):
+    return gradient_at(grad, point, name=f"{step}: grad")
+
+
+def _core_gradient(oracle, bases, step: str, dtype) -> np.ndarray:
+    shape = tuple(B.shape[1] for B in bases)
+    return _fetch(oracle.core_gradient(list(bases)), "core gradient G x_i B_i^T", step, shape, dtype)
+
+
+def _mode_partial(oracle, Y: TuckerTensor, mode: int, step: str) -> np.ndarray:
+    others = int(np.prod([r for j, r in enumerate(Y.ranks) if j != mode], dtype=np.int64))
+    return _fetch(oracle.mode_partial_gradient(mode, list(Y.factors)), f"N_{mode} (mode-{mode} partial gradient)",
+                  step, (Y.shape[mode], others), Y.dtype)
+
+
+def _loss(loss, point: TuckerTensor):
+    return None if loss is None else float(loss(point))
+
+
+def _diagnostics(Y: TuckerTensor, oracle0, bases, timings: dict):
+    """``(‖P(Y0)G‖, ε, ‖(I − Π)G‖)`` from the dense gradient, or Nones when the oracle has none."""
+    with _timed(timings, "diagnostics"):
+        G = dense_gradient_or_none(oracle0)
+        if G is None:
+            return None, None, None
+        G = np.asarray(G)
+        tangent = float(np.linalg.norm(tangent_projection(Y, G)))
+        epsilon = normal_component_norm(Y, G)
+        projected = multi_mode_product(multi_mode_product(G, bases, transpose=True), bases)
+        residual = float(np.linalg.norm(G - projected))
+    return tangent, epsilon, residual
+
+
+def _check_optimizer(optimizer, Y: TuckerTensor, step: str):
+    if optimizer is None:
+        return SGD()
+    for method in ("direction", "transport"):
+        if not callable(getattr(optimizer, method, None)):
+            raise TypeError(f"{step}: optimizer must provide direction() and transport() (e.g. SGD, HeavyBall), "
+                            f"got {type(optimizer).__name__}")
+    state = getattr(optimizer, "state", None)
+    if state is not None and np.shape(state) != Y.ranks:
+        raise ValueError(f"{step}: optimizer.state has shape {np.shape(state)}, expected the core shape {Y.ranks} "
+                         "of Y (one optimizer instance per factorized parameter)")
+    return optimizer
+
+
+# ---------------------------------------------------------------------------------------
+# rank-adaptive BUG (TDLRT)
+# ---------------------------------------------------------------------------------------
+def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str = "k_step", adaptive_modes=None,
+               rmin=1, rmax=None, s_step_gradient: str = "same_point", loss=None, optimizer=None,
+               diagnostics: bool = True, name: str | None = None):
+    """One rank-adaptive BUG step with explicit Euler substeps (spec §3 steps 1-3).
+
+    For every mode ``i`` (independently, all from the same ``C0``, ``U^0``):
+    ``Q_i, S_i = k_parametrization(Y0, i)``, ``N_i`` from the oracle, new directions
+    ``∇_{K_i}L = N_i Q_i`` (``variant="k_step"``, default) or ``∇_{U_i}L = N_i Mat_i(C0)^T``
+    (``"augmented_gradient"``), ``Û_i, M̂_i = augment_basis(U_i, ·)``. A mode at full rank
+    (``r_i = n_i``) has nothing to add: ``Û_i = U_i`` and its oracle query is skipped. Then
+    ``Ĉ0 = C0 ×_i M̂_i``, ``Ĉ1 = Ĉ0 − λ·direction`` with ``direction`` the optimizer's (the
+    gradient ``∇L ×_i Û_i^T`` for SGD), and ``Y1 = truncate_step(Ĉ1, Û, …)`` with
+    non-adaptive modes truncated back to their pre-step rank. So, for SGD with
+    ``"same_point"``, the pre-truncation iterate is ``Ŷ1 = Y0 − λ ∇L(Y0) ×_i Û_iÛ_i^T``.
+
+    Parameters
+    ----------
+    Y : TuckerTensor, shape ``(n_1, …, n_d)``, orthonormal factors, feasible ranks
+    grad : ndarray | gradient oracle | callable
+        The dense ``∇L(Y)`` (same shape as ``Y``), an oracle at ``Y``, or a callable
+        ``point -> ndarray | oracle`` (called at ``Y``, and at ``Ŷ0 = Ĉ0 ×_i Û_i`` for
+        ``"reevaluate"``).
+    lr : float ``≥ 0``
+    tau, theta : float, optional
+        Relative (``ϑ = τ‖Ĉ1‖_F``) or absolute per-mode truncation tolerance; at most one;
+        neither means ``τ = 0``.
+    variant : ``"k_step"`` | ``"augmented_gradient"``
+    adaptive_modes : sequence of int, optional — ``None`` = all modes
+    rmin, rmax : int or per-mode sequence — clamp interval of adaptive ranks
+    s_step_gradient : ``"same_point"`` | ``"reevaluate"``
+        ``"reevaluate"`` calls the callable at ``Ŷ0`` (equal to ``Y0`` as a tensor, but a
+        mini-batch callable may return another batch's gradient); it requires a callable.
+    loss : callable point -> float, optional — fills ``loss_before`` / ``loss_after``
+    optimizer : SGD | HeavyBall, optional (default plain SGD)
+        Its ``state`` (core velocity) is transported through augmentation and truncation and
+        replaced only when the step succeeds (:mod:`.optim`).
+    diagnostics : bool
+        Compute ``‖P(Y0)∇L‖``, ``ε`` and ``‖(I − Π)∇L‖`` (they need the dense gradient and a
+        dense tangent projection; the theory path wants them, the trainer passes ``False``).
+    name : str, optional
+        Layer name used in error messages.
+
+    Returns
+    -------
+    (TuckerTensor, StepReport)
+    """
+    step = _step_name("tdlrt_step", name)
+    Y = _check_point(Y, step)
+    lr = check_lr(lr)
+    check_tolerance(tau, theta)
+    check_rank_bounds(rmin, rmax, Y.ndim)
+    check_adaptive_modes(adaptive_modes, Y.ndim)
+    if variant not in VARIANTS:
+        raise ValueError(f"{step}: variant must be one of {VARIANTS}, got {variant!r}")
+    if s_step_gradient not in S_STEP_GRADIENTS:
+        raise ValueError(f"{step}: s_step_gradient must be one of {S_STEP_GRADIENTS}, got {s_step_gradient!r}")
+    if s_step_gradient == "reevaluate" and not is_gradient_callable(grad):
+        raise ValueError(f"{step}: s_step_gradient='reevaluate' needs grad to be a callable point -> gradient "
+                         f"(an ndarray or oracle only describes the gradient at Y0), got {type(grad).__name__}")
+    optimizer = _check_optimizer(optimizer, Y, step)
+    timings: dict = {}
+
+    with _timed(timings, "gradient"):
+        oracle0 = _gradient(grad, Y, step)
+    with _timed(timings, "loss"):
+        loss_before = _loss(loss, Y)
+
+    U_hats, M_hats = [], []
+    for i, U in enumerate(Y.factors):
+        if U.shape[1] == U.shape[0]:
+            U_hats.append(U)
+            M_hats.append(None)
+            continue
+        with _timed(timings, "gradient"):
+            N = _mode_partial(oracle0, Y, i, step)
+        with _timed(timings, "k_parametrization"):
+            if variant == "k_step":
+                Q, _, _ = k_parametrization(Y, i)
+                new_directions = k_gradient(N, Q)
+            else:
+                new_directions = u_gradient(N, Y.core, i)
+        with _timed(timings, "augment"):
+            U_hat, M_hat = augment_basis(U, new_directions)
+        U_hats.append(U_hat)
+        M_hats.append(M_hat)
+    C_hat0 = multi_mode_product(Y.core, M_hats)
+
+    with _timed(timings, "gradient"):
+        grad_core0 = None
+        if s_step_gradient == "same_point":
+            grad_core0 = _core_gradient(oracle0, U_hats, step, Y.dtype)
+            grad_core = grad_core0
+        else:
+            oracle1 = _gradient(grad, TuckerTensor(C_hat0, U_hats), step)
+            grad_core = _core_gradient(oracle1, U_hats, step, Y.dtype)
+            if diagnostics:
+                grad_core0 = _core_gradient(oracle0, U_hats, step, Y.dtype)
+
+    with _timed(timings, "galerkin"):
+        velocity = optimizer.transport(optimizer.state, M_hats)
+        direction, velocity = optimizer.direction(grad_core, velocity)
+        C_hat1 = galerkin_step(C_hat0, direction, lr)
+    with _timed(timings, "truncate"):
+        Y_new, trunc = truncate_step(C_hat1, U_hats, tau=tau, theta=theta, rmin=rmin, rmax=rmax,
+                                     adaptive_modes=adaptive_modes, fixed_ranks=Y.ranks)
+        velocity = optimizer.transport(velocity, [U1.T @ Uh for U1, Uh in zip(Y_new.factors, U_hats)])
+
+    tangent, epsilon, residual = (_diagnostics(Y, oracle0, U_hats, timings) if diagnostics
+                                  else (None, None, None))
+    with _timed(timings, "loss"):
+        loss_after = _loss(loss, Y_new)
+    optimizer.state = velocity
+    report = StepReport(
+        variant=variant,
+        ranks_before=Y.ranks,
+        ranks_augmented=tuple(C_hat0.shape),
+        ranks_after=Y_new.ranks,
+        clamps=trunc.clamps,
+        tails=trunc.tails,
+        eta=trunc.error,
+        threshold=trunc.threshold,
+        proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
+        tangent_grad_norm=tangent,
+        epsilon=epsilon,
+        residual_norm=residual,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        s_step_gradient=s_step_gradient,
+        timings=timings,
+    )
+    return Y_new, report
+
+
+# ---------------------------------------------------------------------------------------
+# fixed-rank BUG
+# ---------------------------------------------------------------------------------------
+def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bool = True,
+                        name: str | None = None):
+    """One fixed-rank BUG step (Ceruti–Lubich; spec §3 variants), explicit Euler substeps.
+
+    For every mode ``i`` (from the same ``C0``, ``U^0``): ``K_i^1 = k_step(Y0, i, N_i Q_i, λ)``,
+    ``U_i^1 = orthonormal_basis(K_i^1)`` (``r_i`` columns, QR with ``diag(R) ≥ 0``),
+    ``M_i = U_i^{1T} U_i^0``. Then ``C̃ = C0 ×_i M_i``, ``Ỹ = C̃ ×_i U_i^1`` and the S-step
+    ``C1 = C̃ − λ ∇L(Ỹ) ×_i U_i^{1T}``: its gradient is taken at ``Ỹ ≠ Y0``, so ``grad`` must
+    be a callable ``point -> ndarray | oracle`` (an ndarray or an oracle describes ``∇L(Y0)``
+    only, and using it at ``Ỹ`` would be a different, unanalysed scheme). Ranks do not change.
+
+    Returns
+    -------
+    (TuckerTensor, StepReport)
+        ``variant="fixed_rank_bug"``, ``s_step_gradient="reevaluate"``, ``eta = 0``;
+        ``proj_grad_norm = ‖∇L(Y0) ×_i U_i^{1T}‖`` and ``residual_norm`` refer to ``⊗ span U_i^1``.
+    """
+    step = _step_name("fixed_rank_bug_step", name)
+    Y = _check_point(Y, step)
+    lr = check_lr(lr)
+    if not is_gradient_callable(grad):
+        raise ValueError(f"{step}: grad must be a callable point -> ndarray | oracle: the S-step gradient is taken "
+                         f"at C0 x_i (U_i^1T U_i^0) x_i U_i^1, not at Y0, got {type(grad).__name__}")
+    timings: dict = {}
+    with _timed(timings, "gradient"):
+        oracle0 = _gradient(grad, Y, step)
+    with _timed(timings, "loss"):
+        loss_before = _loss(loss, Y)
+
+    U1s = []
+    for i, U in enumerate(Y.factors):
+        with _timed(timings, "gradient"):
+            N = _mode_partial(oracle0, Y, i, step)
+        with _timed(timings, "k_parametrization"):
+            Q, _, _ = k_parametrization(Y, i)
+            K1 = k_step(Y, i, k_gradient(N, Q), lr)
+        with _timed(timings, "basis_update"):
+            U1s.append(orthonormal_basis(K1))
+    C_tilde = multi_mode_product(Y.core, [U1.T @ U for U1, U in zip(U1s, Y.factors)])
+
+    with _timed(timings, "gradient"):
+        oracle1 = _gradient(grad, TuckerTensor(C_tilde, U1s), step)
+        grad_core = _core_gradient(oracle1, U1s, step, Y.dtype)
+        grad_core0 = _core_gradient(oracle0, U1s, step, Y.dtype) if diagnostics else None
+    with _timed(timings, "galerkin"):
+        Y_new = TuckerTensor(galerkin_step(C_tilde, grad_core, lr), U1s)
+
+    tangent, epsilon, residual = (_diagnostics(Y, oracle0, U1s, timings) if diagnostics
+                                  else (None, None, None))
+    with _timed(timings, "loss"):
+        loss_after = _loss(loss, Y_new)
+    report = StepReport(
+        variant="fixed_rank_bug",
+        ranks_before=Y.ranks,
+        ranks_augmented=Y.ranks,
+        ranks_after=Y_new.ranks,
+        clamps={i: [] for i in range(Y.ndim)},
+        tails=(0.0,) * Y.ndim,
+        eta=0.0,
+        threshold=None,
+        proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
+        tangent_grad_norm=tangent,
+        epsilon=epsilon,
+        residual_norm=residual,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        s_step_gradient="reevaluate",
+        timings=timings,
+    )
+    return Y_new, report
+
+
+__all__ = ["S_STEP_GRADIENTS", "VARIANTS", "StepReport", "fixed_rank_bug_step", "tdlrt_step"]

@@ -1,0 +1,489 @@
+"""Factorized layer kernels: Tucker conv2d, low-rank dense, and their gradient oracles.
+
+Two layers whose weight is a :class:`~tucker_ref.tucker.TuckerTensor`:
+
+* **Tucker conv** (d = 4): the kernel ``W = C ×_1 U_out ×_2 U_in ×_3 U_h ×_4 U_w`` of shape
+  ``(out, in, kh, kw)`` (PyTorch layout). The forward never forms ``W``: a 1×1 conv with
+  ``U_in^T`` (a channel matmul), a ``kh×kw`` conv with ``K = C ×_3 U_h ×_4 U_w`` (shape
+  ``(r_out, r_in, kh, kw)``; stride, padding and dilation act here), a 1×1 conv with
+  ``U_out``, bias last. This is exact: a bias-free 1×1 conv acts pointwise in space, so it
+  commutes with zero padding, striding and dilation.
+* **Low-rank dense** (d = 2, matrix DLRT): ``W = U S V^T = S ×_1 U ×_2 V`` of shape
+  ``(out, in)``, ``y = ((x V) S^T) U^T + b``.
+
+Backward passes return the Euclidean gradients of the loss with respect to core and
+factors (the chain rule through ``W = C ×_i U_i``)::
+
+    dC  = G ×_1 U_1^T ⋯ ×_d U_d^T
+    dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T
+
+where ``G = ∂L/∂W`` is the dense kernel gradient, but they are computed without forming ``G``.
+
+Gradient oracles (spec §3, "Gradient-oracle protocol")
+-------------------------------------------------------
+:class:`TuckerConvGradient` and :class:`LowRankLinearGradient` hold the layer input ``x`` and
+output gradient ``dy`` of *one* backward pass. Every parametrization of the same kernel (the
+factors, the K-step ``K_i = U_i S_i``, the augmented basis ``Û_i``) sees the same ``x`` and
+``dy``, so the integrator gets all the gradients of a step from one object:
+
+* ``core_gradient(bases)`` = ``G ×_1 B_1^T ⋯ ×_d B_d^T`` for any bases ``B_i`` (``n_i × k_i``;
+  ``None`` = identity),
+* ``mode_partial_gradient(mode, factors)`` = ``N_i = Mat_i(G ×_{j≠i} U_j^T)``,
+* ``dense_gradient()`` = ``G`` (theory checks and ε only).
+
+The module imports only the algebra and the dense kernels of :mod:`tucker_ref.nn.functional`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import as_float_array, check_mode
+from ..tucker import TuckerTensor, mode_product, multi_mode_product, unfold
+from .functional import _conv_geometry, conv2d, conv2d_backward, conv2d_weight_backward
+
+__all__ = [
+    "GradientOracle",
+    "LowRankLinearGradient",
+    "TuckerConvGradient",
+    "low_rank_linear",
+    "low_rank_linear_backward",
+    "tucker_conv2d",
+    "tucker_conv2d_backward",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------
+def _check_tucker(T, ndim: int, name: str = "T") -> TuckerTensor:
+    layout = "(out, in, kh, kw)" if ndim == 4 else "(out, in)"
+    if not isinstance(T, TuckerTensor):
+        raise TypeError(f"{name} must be a TuckerTensor of shape {layout}, got {type(T).__name__}")
+    if T.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-way TuckerTensor of shape {layout}, got shape {T.shape}")
+    return T
+
+
+def _check_input(x, channels: int, ndim: int, name: str, layout: str) -> np.ndarray:
+    x = as_float_array(x, name, ndim=ndim)
+    if x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape {layout} with {channels} channels/features, got shape {x.shape}")
+    return x
+
+
+def _check_bias(b, out: int):
+    if b is None:
+        return None
+    b = as_float_array(b, "b", ndim=1)
+    if b.shape != (out,):
+        raise ValueError(f"b must have shape ({out},) (one entry per output channel), got {b.shape}")
+    return b
+
+
+# ---------------------------------------------------------------------------------------
+# channel (1×1) operations
+# ---------------------------------------------------------------------------------------
+def _channel_matmul(M: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """1×1 conv without bias: ``y[n, j, ...] = Σ_c M[j, c] x[n, c, ...]`` for ``M`` of shape ``(J, C)``.
+
+    One GEMM on the batch-last ``(C, H·W·N)`` matrix (free for the batch-last views that
+    :mod:`~tucker_ref.nn.functional` returns, one copy otherwise); the result is again a
+    batch-last view in the PyTorch layout, so the next conv needs no transposition.
+    """
+    xb = x.transpose(1, 2, 3, 0)
+    y = M @ xb.reshape(x.shape[1], -1)
+    return y.reshape((M.shape[0],) + xb.shape[1:]).transpose(3, 0, 1, 2)
+
+
+def _channel_gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``Σ_{n, pixels} a[n, i, ·] b[n, j, ·]`` of shape ``(A, B)``: the weight gradient of a 1×1 conv (one GEMM)."""
+    a2 = a.transpose(1, 2, 3, 0).reshape(a.shape[1], -1)
+    b2 = b.transpose(1, 2, 3, 0).reshape(b.shape[1], -1)
+    return a2 @ b2.T
+
+
+def _spatial_kernel(core: np.ndarray, U_h: np.ndarray, U_w: np.ndarray) -> np.ndarray:
+    """``K = C ×_3 U_h ×_4 U_w`` of shape ``(r_out, r_in, kh, kw)``: the core merged with the spatial factors."""
+    return multi_mode_product(core, [U_h, U_w], modes=[2, 3])
+
+
+# ---------------------------------------------------------------------------------------
+# Tucker conv2d
+# ---------------------------------------------------------------------------------------
+def _tucker_conv2d_parts(x, T, b, stride, padding, dilation):
+    """Forward with the intermediates the backward needs: ``(y, z, K, v)``.
+
+    ``z = U_in^T x`` (1×1), ``K = C ×_3 U_h ×_4 U_w``, ``v = conv2d(z, K)``, ``y = U_out v + b``.
+    """
+    U_out, U_in, U_h, U_w = T.factors
+    z = _channel_matmul(U_in.T, x)
+    K = _spatial_kernel(T.core, U_h, U_w)
+    v = conv2d(z, K, stride=stride, padding=padding, dilation=dilation)
+    y = _channel_matmul(U_out, v)
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y, z, K, v
+
+
+def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx):
+    """Backward from the forward intermediates ``(z, K, v)``; see :func:`tucker_conv2d_backward`."""
+    U_out, U_in, U_h, U_w = T.factors
+    db = dy.sum(axis=(0, 2, 3))
+    dU_out = _channel_gram(dy, v)
+    dv = _channel_matmul(U_out.T, dy)
+    # dz is needed even when dx is not: dU_in is the 1×1 weight gradient Σ x dz^T.
+    dz, dK, _ = conv2d_backward(dv, z, K, stride=stride, padding=padding, dilation=dilation, need_dx=True)
+    dU_in = _channel_gram(x, dz)
+    dx = _channel_matmul(U_in, dz) if need_dx else None
+    dcore = multi_mode_product(dK, [U_h, U_w], modes=[2, 3], transpose=True)
+    # K = (C ×_4 U_w) ×_3 U_h, so dU_h = Mat_3(dK) Mat_3(C ×_4 U_w)^T, and likewise for U_w.
+    dU_h = unfold(dK, 2) @ unfold(mode_product(T.core, U_w, 3), 2).T
+    dU_w = unfold(dK, 3) @ unfold(mode_product(T.core, U_h, 2), 3).T
+    return dx, dcore, [dU_out, dU_in, dU_h, dU_w], db
+
+
+def _check_conv_call(x, T, b=None):
+    T = _check_tucker(T, 4)
+    x = _check_input(x, T.shape[1], 4, "x", "(N, C_in, H, W)")
+    return x, T, _check_bias(b, T.shape[0])
+
+
+def _check_conv_dy(dy, x, T, stride, padding, dilation) -> np.ndarray:
+    """``dy`` as an array of the conv output shape ``(N, out, P, Q)`` (also validates the geometry)."""
+    dy = _check_input(dy, T.shape[0], 4, "dy", "(N, C_out, P, Q)")
+    geo = _conv_geometry(x.shape, T.shape[2:], stride, padding, dilation)
+    expected = (x.shape[0], T.shape[0]) + geo.out
+    if dy.shape != expected:
+        raise ValueError(f"dy must have the output shape (N, C_out, P, Q) = {expected} of the convolution, "
+                         f"got {dy.shape}")
+    return dy
+
+
+def tucker_conv2d(x, T, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
+    """2-D convolution with a Tucker kernel, never forming the kernel.
+
+    Computes ``y = conv2d(x, W) + b`` for ``W = C ×_1 U_out ×_2 U_in ×_3 U_h ×_4 U_w`` as::
+
+        y = U_out · conv2d(U_in^T · x, C ×_3 U_h ×_4 U_w) + b
+
+    where ``M · x`` is a 1×1 convolution (a channel matmul). Stride, padding and dilation act
+    on the middle ``kh×kw`` conv only; exact because a bias-free 1×1 conv commutes with them.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, in, H, W)``
+    T : TuckerTensor of shape ``(out, in, kh, kw)`` and ranks ``(r_out, r_in, r_h, r_w)``
+    b : ndarray, shape ``(out,)``, optional
+    stride, padding, dilation : int or pair of int
+        As :func:`tucker_ref.nn.functional.conv2d` (PyTorch semantics, zero padding).
+
+    Returns
+    -------
+    ndarray, shape ``(N, out, P, Q)`` with ``P = floor((H + 2p − d(kh−1) − 1)/s) + 1`` (same for Q).
+
+    Notes
+    -----
+    Cost ``2·N·(in·r_in·H·W + r_out·r_in·kh·kw·P·Q + out·r_out·P·Q)`` flops against
+    ``2·N·out·in·kh·kw·P·Q`` for the dense conv.
+    """
+    x, T, b = _check_conv_call(x, T, b)
+    return _tucker_conv2d_parts(x, T, b, stride, padding, dilation)[0]
+
+
+def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx=True):
+    """Backward of :func:`tucker_conv2d` in factored form.
+
+    With ``z = U_in^T x``, ``K = C ×_3 U_h ×_4 U_w``, ``v = conv2d(z, K)`` and
+    ``dv = U_out^T dy``, ``(dz, dK) = conv2d_backward(dv, z, K)``::
+
+        dU_out = Σ dy v^T            dU_in = Σ x dz^T            dx = U_in dz
+        dC = dK ×_3 U_h^T ×_4 U_w^T  dU_h = Mat_3(dK) Mat_3(C ×_4 U_w)^T   (same for U_w)
+        db = Σ dy
+
+    (sums over batch and pixels). These equal the chain rule through ``W = C ×_i U_i``
+    applied to the dense kernel gradient ``G``: ``dC = G ×_i U_i^T``,
+    ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``, but ``G`` is never formed.
+
+    The forward intermediates ``z`` and ``v`` are recomputed here (one Tucker forward); the
+    module :class:`tucker_ref.nn.layers.TuckerConv2d` caches them instead.
+
+    Parameters
+    ----------
+    dy : ndarray, shape ``(N, out, P, Q)`` — gradient of the loss with respect to the output
+    x : ndarray, shape ``(N, in, H, W)`` — the forward input
+    T : TuckerTensor of shape ``(out, in, kh, kw)``
+    need_dx : bool
+        ``False`` skips the input gradient (the first layer of a network needs none).
+
+    Returns
+    -------
+    (dx, dcore, dfactors, db)
+        ``dx`` of the shape of ``x`` (``None`` when ``need_dx`` is false), ``dcore`` of shape
+        ``T.ranks``, ``dfactors`` a list of 4 arrays shaped like ``T.factors``, ``db`` of
+        shape ``(out,)`` (the gradient a bias would receive, whether or not one was used).
+    """
+    x, T, _ = _check_conv_call(x, T)
+    dy = _check_conv_dy(dy, x, T, stride, padding, dilation)
+    _, z, K, v = _tucker_conv2d_parts(x, T, None, stride, padding, dilation)
+    return _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx)
+
+
+# ---------------------------------------------------------------------------------------
+# low-rank dense
+# ---------------------------------------------------------------------------------------
+def _check_linear_call(x, T, b=None):
+    T = _check_tucker(T, 2)
+    x = _check_input(x, T.shape[1], 2, "x", "(N, in_features)")
+    return x, T, _check_bias(b, T.shape[0])
+
+
+def low_rank_linear(x, T, b=None) -> np.ndarray:
+    """Dense layer with weight ``W = U S V^T`` (PyTorch layout ``(out, in)``): ``y = ((x V) S^T) U^T + b``.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, in)``
+    T : TuckerTensor of order 2, shape ``(out, in)``: core ``S`` (``r_out × r_in``), factors
+        ``[U (out × r_out), V (in × r_in)]``
+    b : ndarray, shape ``(out,)``, optional
+
+    Returns
+    -------
+    ndarray, shape ``(N, out)``. Cost ``2·N·(in·r_in + r_in·r_out + r_out·out)`` flops.
+    """
+    x, T, b = _check_linear_call(x, T, b)
+    U, V = T.factors
+    y = ((x @ V) @ T.core.T) @ U.T
+    if b is not None:
+        y += b
+    return y
+
+
+def low_rank_linear_backward(dy, x, T, need_dx=True):
+    """Backward of :func:`low_rank_linear` in factored form.
+
+    With ``a = x V`` and ``c = a S^T`` (so ``y = c U^T + b``)::
+
+        dU = dy^T c    dS = (dy U)^T a    dV = x^T (dy U S)    dx = (dy U S) V^T    db = Σ_n dy
+
+    equal to ``dS = U^T G V``, ``dU = G V S^T``, ``dV = G^T U S`` for ``G = dy^T x``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape ``(N, out)``
+    x : ndarray, shape ``(N, in)``
+    T : TuckerTensor of order 2, shape ``(out, in)``
+    need_dx : bool
+
+    Returns
+    -------
+    (dx, dcore, dfactors, db) with ``dfactors = [dU, dV]``; ``dx`` is ``None`` if not ``need_dx``.
+    """
+    x, T, _ = _check_linear_call(x, T)
+    dy = _check_input(dy, T.shape[0], 2, "dy", "(N, out_features)")
+    if dy.shape[0] != x.shape[0]:
+        raise ValueError(f"dy must have the batch size {x.shape[0]} of x, got shape {dy.shape}")
+    U, V = T.factors
+    a = x @ V
+    dc = dy @ U
+    dU = dy.T @ (a @ T.core.T)
+    dS = dc.T @ a
+    da = dc @ T.core
+    dV = x.T @ da
+    dx = da @ V.T if need_dx else None
+    return dx, dS, [dU, dV], dy.sum(axis=0)
+
+
+# ---------------------------------------------------------------------------------------
+# gradient oracles (spec §3)
+# ---------------------------------------------------------------------------------------
+class GradientOracle:
+    """Gradients of one backward pass in any Tucker parametrization of a layer's weight.
+
+    Subclasses hold the data of one backward pass (the layer input and output gradient) and
+    implement ``_projected(bases)`` and :meth:`dense_gradient`. ``shape`` is the weight shape
+    ``(n_1, …, n_d)`` and ``point`` the TuckerTensor at which the gradient was taken (or
+    ``None``), whose factors :meth:`mode_partial_gradient` uses by default.
+    """
+
+    shape: tuple[int, ...]
+    point: TuckerTensor | None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def _check_bases(self, bases, name: str = "bases") -> list:
+        if isinstance(bases, np.ndarray) or not isinstance(bases, (list, tuple)):
+            raise TypeError(f"{name} must be a list of {self.ndim} matrices (or None), got {type(bases).__name__}")
+        if len(bases) != self.ndim:
+            raise ValueError(f"{name} must have one entry per mode ({self.ndim}), got {len(bases)}")
+        out = []
+        for i, B in enumerate(bases):
+            if B is not None:
+                B = as_float_array(B, f"{name}[{i}]", ndim=2)
+                if B.shape[0] != self.shape[i]:
+                    raise ValueError(
+                        f"{name}[{i}] must be None or a matrix with n_{i} = {self.shape[i]} rows, got shape {B.shape}"
+                    )
+            out.append(B)
+        return out
+
+    def core_gradient(self, bases) -> np.ndarray:
+        """``G ×_1 B_1^T ⋯ ×_d B_d^T`` of shape ``(k_1, …, k_d)``, ``G`` the dense weight gradient.
+
+        Parameters
+        ----------
+        bases : list of d entries, each an ``(n_i × k_i)`` matrix or ``None`` (identity, ``k_i = n_i``)
+
+        ``G`` is never formed; the subclass notes give the cost in flops.
+        """
+        return self._projected(self._check_bases(bases))
+
+    def mode_partial_gradient(self, mode: int, factors=None) -> np.ndarray:
+        """``N_i = Mat_i(G ×_{j≠i} U_j^T)`` of shape ``(n_i, ∏_{j≠i} r_j)`` (spec §3 step 1b).
+
+        It is ``unfold(core_gradient(bases), i)`` with ``bases`` the factors and identity in
+        mode ``i``. ``factors`` (``d`` matrices; entry ``mode`` is ignored) defaults to the
+        factors of ``point``. The K-step gradient is ``N_i Q_i``, the factor gradient
+        ``N_i Mat_i(C)^T``.
+        """
+        mode = check_mode(mode, self.ndim)
+        bases = self._factors_or_point(factors)
+        bases[mode] = None
+        return unfold(self._projected(bases), mode)
+
+    def mode_partial_gradients(self, factors=None) -> list[np.ndarray]:
+        """``[N_1, …, N_d]``, each as :meth:`mode_partial_gradient`; subclasses may share work between modes."""
+        bases = self._factors_or_point(factors)
+        return [self.mode_partial_gradient(i, bases) for i in range(self.ndim)]
+
+    def _factors_or_point(self, factors) -> list:
+        if factors is None:
+            if self.point is None:
+                raise ValueError("factors is required: this oracle was built without a point TuckerTensor")
+            factors = self.point.factors
+        return self._check_bases(list(factors), "factors")
+
+    def _projected(self, bases: list) -> np.ndarray:
+        raise NotImplementedError
+
+    def dense_gradient(self) -> np.ndarray:
+        """The dense weight gradient ``G`` of shape ``shape`` (forms it; for theory checks and ε)."""
+        raise NotImplementedError
+
+
+class TuckerConvGradient(GradientOracle):
+    """Gradient oracle of a conv layer from one backward pass (spec §3).
+
+    The dense kernel gradient is ``G[o, c, a, b] = Σ_{n,p,q} dy[n, o, p, q] x̄[n, c, s p + d a, s q + d b]``
+    (``x̄`` zero-padded): bilinear in ``(dy, x)``, so every projection of ``G`` onto bases is
+    the weight gradient of the *projected* data.
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, in, H, W)`` — the layer input of the forward pass
+    dy : ndarray, shape ``(N, out, P, Q)`` — the gradient of the loss with respect to the
+        layer output
+    T : TuckerTensor of shape ``(out, in, kh, kw)`` — the point at which ``dy`` was computed;
+        gives the kernel size and the default factors of :meth:`mode_partial_gradient`
+    stride, padding, dilation : int or pair, as in the forward pass
+
+    Notes
+    -----
+    ``core_gradient(bases)`` computes ``x̃ = B_2^T x`` and ``dỹ = B_1^T dy`` (1×1 convs), the
+    weight gradient of the conv of ``x̃`` with output gradient ``dỹ`` (shape
+    ``(k_1, k_2, kh, kw)``), then applies ``B_3^T``, ``B_4^T``. Cost in flops, with ``k_i`` the
+    number of columns of ``B_i`` (a ``None`` basis costs no projection)::
+
+          2·N·in·k_2·H·W                 x̃
+        + 2·N·out·k_1·P·Q                dỹ
+        + 2·N·k_1·k_2·kh·kw·P·Q          weight gradient (one GEMM on the im2col of x̃)
+        + 2·k_1·k_2·k_3·kw·(kh + k_4)    spatial bases (negligible)
+
+    against ``2·N·out·in·kh·kw·P·Q`` for :meth:`dense_gradient` alone (plus the projections).
+    ``mode_partial_gradient(i)`` is one such call; :meth:`mode_partial_gradients` gets all four
+    for the price of two. The object keeps references to ``x`` and ``dy`` and caches nothing
+    between calls.
+    """
+
+    def __init__(self, x, dy, T, *, stride=1, padding=0, dilation=1):
+        T = _check_tucker(T, 4)
+        self.x = _check_input(x, T.shape[1], 4, "x", "(N, C_in, H, W)")
+        # Validate the geometry here rather than at the integrator's first request.
+        self.dy = _check_conv_dy(dy, self.x, T, stride, padding, dilation)
+        self.point = T
+        self.shape = T.shape
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+
+    def _weight_gradient(self, dy, x) -> np.ndarray:
+        return conv2d_weight_backward(dy, x, self.shape[2:], stride=self.stride, padding=self.padding,
+                                      dilation=self.dilation)
+
+    def _projected(self, bases: list) -> np.ndarray:
+        # Project the data first, so the one conv weight-gradient GEMM is only k_1 × k_2·kh·kw.
+        B_out, B_in, B_h, B_w = bases
+        x = self.x if B_in is None else _channel_matmul(B_in.T, self.x)
+        dy = self.dy if B_out is None else _channel_matmul(B_out.T, self.dy)
+        g = self._weight_gradient(dy, x)
+        return multi_mode_product(g, [B_h, B_w], modes=[2, 3], transpose=True)
+
+    def mode_partial_gradients(self, factors=None) -> list[np.ndarray]:
+        """``[N_1, N_2, N_3, N_4]`` with two weight-gradient convs instead of four.
+
+        ``N_1``, ``N_3`` and ``N_4`` all come from ``H = G ×_2 U_in^T`` (shape
+        ``(out, r_in, kh, kw)``, one conv on ``U_in^T x`` with the full ``dy``) by small mode
+        products; ``N_2`` needs ``G ×_1 U_out^T`` (one conv on ``x``).
+        """
+        U_out, U_in, U_h, U_w = self._factors_or_point(factors)
+        H = self._projected([None, U_in, None, None])
+        partials = []
+        for mode in range(4):
+            if mode == 1:
+                partials.append(unfold(self._projected([U_out, None, U_h, U_w]), 1))
+            else:
+                others = [None if j == mode else U for j, U in enumerate([U_out, None, U_h, U_w])]
+                partials.append(unfold(multi_mode_product(H, others, transpose=True), mode))
+        return partials
+
+    def dense_gradient(self) -> np.ndarray:
+        """The dense kernel gradient ``G`` of shape ``(out, in, kh, kw)`` (forms it: theory checks and ε only)."""
+        return self._weight_gradient(self.dy, self.x)
+
+
+class LowRankLinearGradient(GradientOracle):
+    """Gradient oracle of a dense layer ``y = x W^T + b`` from one backward pass (spec §3, d = 2).
+
+    ``G = dy^T x`` of shape ``(out, in)``; ``core_gradient([B_1, B_2]) = (dy B_1)^T (x B_2)``
+    costs ``2·N·(out·k_1 + in·k_2 + k_1·k_2)`` flops (a ``None`` basis skips its projection).
+
+    Parameters
+    ----------
+    x : ndarray, shape ``(N, in)``
+    dy : ndarray, shape ``(N, out)``
+    T : TuckerTensor of shape ``(out, in)``, optional — the point; default factors of
+        :meth:`mode_partial_gradient`
+    """
+
+    def __init__(self, x, dy, T=None):
+        self.x = as_float_array(x, "x", ndim=2)
+        self.dy = as_float_array(dy, "dy", ndim=2)
+        if self.dy.shape[0] != self.x.shape[0]:
+            raise ValueError(f"dy must have the batch size {self.x.shape[0]} of x, got shape {self.dy.shape}")
+        self.shape = (self.dy.shape[1], self.x.shape[1])
+        if T is not None:
+            T = _check_tucker(T, 2)
+            if T.shape != self.shape:
+                raise ValueError(f"T must have shape (out, in) = {self.shape} to match dy and x, got {T.shape}")
+        self.point = T
+
+    def _projected(self, bases: list) -> np.ndarray:
+        B_out, B_in = bases
+        dy = self.dy if B_out is None else self.dy @ B_out
+        x = self.x if B_in is None else self.x @ B_in
+        return dy.T @ x
+
+    def dense_gradient(self) -> np.ndarray:
+        """``G = dy^T x`` of shape ``(out, in)``."""
+        return self.dy.T @ self.x

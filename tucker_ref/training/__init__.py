@@ -1,0 +1,27 @@
+"""Training of LeNet5 on MNIST with TDLRT and the baselines: the loop, update rules, logs,
+checkpoints, metrics and plots.
+
+``training`` wires the layers (:mod:`tucker_ref.nn`), the integrators
+(:mod:`tucker_ref.integrators`) and the data (:mod:`tucker_ref.data`); :mod:`tucker_ref.cli`
+only parses arguments and calls :func:`train`.
+
+Modules: :mod:`.config` (settings and defaults), :mod:`.methods` (one update rule per
+method), :mod:`.trainer` (the loop and the files of a run), :mod:`.checkpoint`,
+:mod:`.metrics` (parameter counts, compression, spectra), :mod:`.runfiles` (JSON / JSON
+lines, atomic writes), :mod:`.progress`, :mod:`.plots`.
+"""
+
+from .config import METHODS, TrainConfig
+from .trainer import TrainingDiverged, build_model, evaluate, format_summary, initial_ranks, load_data, train
+
+__all__ = [
+    "METHODS",
+    "TrainConfig",
+    "TrainingDiverged",
+    "build_model",
+    "evaluate",
+    "format_summary",
+    "initial_ranks",
+    "load_data",
+    "train",
+]

@@ -1,0 +1,514 @@
+"""The training loop: LeNet5 on MNIST with TDLRT or a baseline, logs, checkpoints, plots.
+
+:func:`train` runs one configuration (:class:`~tucker_ref.training.config.TrainConfig`) and
+writes into ``config.out``:
+
+``steps.jsonl`` — one record per step:
+    ``step`` (1-based, global), ``epoch`` (1-based), ``loss`` (mini-batch loss *before* the
+    step), ``accuracy`` (mini-batch accuracy before the step), ``lr``, ``ranks``
+    (``{layer: [r_1, …]}`` after the step, factorized layers only), ``layers`` (``{layer:
+    StepReport.to_dict()}`` for the integrator methods: ranks before/augmented/after,
+    clamps, tails, ``eta``, ``threshold``, ``proj_grad_norm`` = ‖Π∇L‖; ``epsilon``,
+    ``tangent_grad_norm`` and ``residual_norm`` only with ``--diagnostics``, as they need the
+    dense kernel gradient), ``time_s`` (wall time of the step), and with
+    ``--check-descent`` a ``descent`` record (see :func:`descent_record`).
+``metrics.jsonl`` — one record per epoch:
+    ``epoch``, ``step``, ``partial`` (an epoch cut short by ``--max-steps``), ``train_loss`` and
+    ``train_accuracy`` (means over the epoch's mini-batches, each measured before its step),
+    ``test_loss``, ``test_accuracy``, ``ranks``, ``layer_params`` (stored weights per layer),
+    ``weights``, ``params`` (weights + biases), ``conv_compression``, ``network_compression``
+    (:mod:`~tucker_ref.training.metrics`: weights only, biases excluded), ``epoch_time_s``
+    (training steps), ``eval_time_s``, ``elapsed_s`` (training time since the start of the run).
+``summary.json`` — at the end (also on divergence): ``status`` (``"completed"``,
+    ``"max_steps"``, ``"diverged"``), ``method``, ``args``, ``dataset``, ``final`` (test
+    accuracy and loss, last train loss), ``ranks``, ``compression`` (conv, network),
+    ``parameters`` (the full :func:`~tucker_ref.training.metrics.parameter_report`),
+    ``epochs_completed``, ``steps``, ``time_per_epoch_s``, ``time_per_step_s``, ``message``.
+``checkpoint.json`` + ``checkpoint-<step>.npz`` — after every epoch (and when ``--max-steps``
+    stops the run): parameters, optimizer state, the mini-batch RNG state, counters
+    (:mod:`~tucker_ref.training.checkpoint`). ``--resume`` continues bit for bit.
+``curves.png``, ``ranks.png``, ``core_spectra.png`` — unless ``--no-plots``.
+
+Reproducibility: the initialization comes from ``seed`` (:func:`tucker_ref.nn.models.lenet5`,
+children 0 and 1 of ``SeedSequence(seed)``), the mini-batch order from child 2. The
+permutation of an epoch is drawn at its start from that generator; a checkpoint stores the
+generator state at the start of the current epoch and the number of mini-batches done, so a
+resumed run redraws the same permutation and skips what was done.
+
+Divergence: a non-finite loss, gradient or parameter stops the run with
+:class:`TrainingDiverged` before anything else is written; the last checkpoint (the end of
+the last good epoch) is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data import iterate_minibatches, load_dataset
+from ..nn.functional import softmax_cross_entropy
+from ..nn.models import LENET5_WEIGHT_SHAPES, lenet5
+from ..truncation import feasible_ranks
+from ..tucker import TuckerTensor
+from . import checkpoint as ckpt
+from .config import DEFAULT_INIT_RANK, FACTORIZED_METHODS, TrainConfig
+from .methods import adaptive_modes_for, make_update_rule, plain_gradient_keys
+from .metrics import accuracy, core_spectra, parameter_report, ranks_of
+from .progress import ProgressLine
+from .runfiles import append_jsonl, keep_jsonl, write_json
+
+#: Mini-batch size of the evaluation passes (memory bound: the im2col of conv2 at 500 images
+#: is 16M entries).
+EVAL_BATCH_SIZE = 500
+#: Seed of the choice of ``--train-subset`` / ``--test-subset`` examples: fixed, so that runs
+#: with different ``--seed`` see the same examples.
+SUBSET_SEED = 0
+#: Settings of one invocation: a resumed run takes them from its own arguments, never from the
+#: checkpoint (``max_steps`` stops this invocation only; a resume without it runs to ``epochs``).
+PER_INVOCATION = ("max_steps", "log_every", "quiet", "plots")
+#: Settings that a resumed run may change when given explicitly; every other setting comes
+#: from the checkpoint. Changing ``lr`` (e.g. to continue a diverged run from its last good
+#: checkpoint with a smaller one) of course ends the bit-identity with the original run.
+RESUMABLE_OVERRIDES = ("epochs", "lr")
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or parameter; the message says which, where and when."""
+
+
+# ---------------------------------------------------------------------------------------
+# model, data, evaluation
+# ---------------------------------------------------------------------------------------
+def initial_ranks(config: TrainConfig) -> dict | None:
+    """Initial ranks ``{layer: tuple}`` of the factorized layers (``None`` for ``full``).
+
+    Frozen (non-adaptive) modes start and stay at full rank. On adaptive modes a fraction
+    ``f`` gives ``max(1, ⌈f n_i⌉)``, an integer ``r`` gives ``min(r, n_i)``; explicit per-layer
+    ranks are used as given (layers not named use :data:`DEFAULT_INIT_RANK`). The result is
+    made feasible (``r_i ≤ ∏_{j≠i} r_j``).
+    """
+    if config.method not in FACTORIZED_METHODS:
+        return None
+    out = {}
+    for name in ("conv1", "conv2", "fc1"):
+        shape = LENET5_WEIGHT_SHAPES[name]
+        spec = config.init_rank
+        if isinstance(spec, dict):
+            if name in spec:
+                out[name] = tuple(spec[name])
+                continue
+            spec = DEFAULT_INIT_RANK
+        adaptive = adaptive_modes_for(len(shape), config.adaptive_modes)
+        ranks = []
+        for i, n in enumerate(shape):
+            if i not in adaptive:
+                ranks.append(n)
+            elif isinstance(spec, float):
+                ranks.append(max(1, math.ceil(spec * n)))
+            else:
+                ranks.append(min(int(spec), n))
+        out[name] = feasible_ranks(ranks)
+    if isinstance(config.init_rank, dict):
+        unknown = set(config.init_rank) - set(out)
+        if unknown:
+            raise ValueError(f"init_rank names layers {sorted(unknown)}; the factorized layers are conv1, conv2, fc1")
+    return out
+
+
+def build_model(config: TrainConfig):
+    """The initial LeNet5 of a run.
+
+    ``full``: the dense LeNet5 (PyTorch default init, ``seed``). Factorized methods: conv1,
+    conv2 Tucker and fc1 low-rank, each the HOSVD at :func:`initial_ranks` of the same dense
+    initialization (computed in float64, then cast to ``config.dtype``); biases and fc2 are
+    the dense model's.
+    """
+    dtype = np.dtype(config.dtype)
+    if config.method not in FACTORIZED_METHODS:
+        return lenet5(dtype=dtype, seed=config.seed)
+    dense = lenet5(dtype=np.float64, seed=config.seed)
+    model = lenet5(tucker_conv=True, low_rank_dense=True, ranks=initial_ranks(config), from_dense=dense,
+                   dtype=dtype)
+    for name, layer in model.tucker_layers().items():
+        T = layer.weight
+        scale = np.linalg.norm(dense[name].weight) / np.linalg.norm(T.core.astype(np.float64))
+        layer.weight = TuckerTensor(T.core * dtype.type(scale), T.factors)
+    return model
+
+
+def load_data(config: TrainConfig):
+    """``(train, test)`` for ``config.data`` in ``config.dtype``, cut to the requested subsets.
+
+    A subset is a uniformly drawn set of examples (seed :data:`SUBSET_SEED`, kept in the
+    dataset's order): the embedded subset is sorted by digit, so the first ``N`` would be
+    all zeros.
+    """
+    kwargs = {"dtype": np.dtype(config.dtype)}
+    train, test = load_dataset(config.data, **kwargs)
+    rng = np.random.default_rng(SUBSET_SEED)
+    if config.train_subset is not None and config.train_subset < len(train):
+        train = train.subset(np.sort(rng.permutation(len(train))[: config.train_subset]))
+    if config.test_subset is not None and config.test_subset < len(test):
+        test = test.subset(np.sort(rng.permutation(len(test))[: config.test_subset]))
+    return train, test
+
+
+def evaluate(model, dataset, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``dataset`` (forward passes only)."""
+    loss_sum, correct = 0.0, 0
+    for x, y in iterate_minibatches(dataset, batch_size, None):
+        logits = model.forward(x)
+        loss, _ = softmax_cross_entropy(logits, y)
+        loss_sum += float(loss) * len(y)
+        correct += int(np.sum(np.argmax(logits, axis=1) == y))
+    return loss_sum / len(dataset), correct / len(dataset)
+
+
+def descent_record(loss_before, loss_after, lr, proj_grad_sq, eta, grad_norm_before, grad_norm_after) -> dict:
+    """The ``--check-descent`` record of one plain-SGD step, measured on one mini-batch.
+
+    Spec §4: ``L(Y1) ≤ L(Y0) − λ(1 − λL/2)‖Π∇L(Y0)‖² + B·η``. The network loss is not
+    L-smooth globally, so ``L`` and ``B`` are left to the analysis (the validation issue
+    estimates ``L̂``, ``B̂``); logged here per step:
+
+    * ``loss_before``, ``loss_after``, ``observed_change`` = ``L(Y1) − L(Y0)`` on the same batch;
+    * ``lr``; ``proj_grad_sq`` = ``‖Π∇L(Y0)‖²`` over all parameters (the factorized layers'
+      ``proj_grad_norm²`` plus the squared gradients of the dense parameters, for which Π is
+      the identity); ``first_order_term`` = ``−λ·proj_grad_sq``;
+    * ``eta`` = ``sqrt(Σ_layers η²)``, the truncation distance of the whole parameter vector;
+    * ``grad_norm_before`` / ``grad_norm_after`` = ``‖∇L‖`` over all parameters (dense kernel
+      gradients) at ``Y0`` and ``Y1``, from which ``B̂`` can be bounded;
+      ``eta_term`` = ``grad_norm_after·eta``.
+
+    ``proj_grad_sq`` and ``eta`` are ``None`` for methods whose step is not of that form
+    (``naive-tucker``, ``fixed-rank``, ``riemannian``).
+    """
+    return {
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "observed_change": loss_after - loss_before,
+        "lr": lr,
+        "proj_grad_sq": proj_grad_sq,
+        "first_order_term": None if proj_grad_sq is None else -lr * proj_grad_sq,
+        "eta": eta,
+        "grad_norm_before": grad_norm_before,
+        "grad_norm_after": grad_norm_after,
+        "eta_term": None if eta is None else grad_norm_after * eta,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The lines printed at the end of ``tucker-ref train``."""
+    lines = [f"{summary['method']} on {summary['dataset']}: status {summary['status']}"]
+    final = summary.get("final") or {}
+    if final.get("test_accuracy") is not None:
+        lines.append(f"  test accuracy {100 * final['test_accuracy']:.2f}% (test loss {final['test_loss']:.4f}) after "
+                     f"{summary['epochs_completed']} epoch(s), {summary['steps']} steps")
+    for name, ranks in (summary.get("ranks") or {}).items():
+        lines.append(f"  ranks {name}: {tuple(ranks)}")
+    comp = summary.get("compression") or {}
+    if comp.get("conv") is not None:
+        lines.append(f"  compression: conv layers {100 * comp['conv']:.2f}%, whole network "
+                     f"{100 * comp['network']:.2f}% (weights only, biases excluded)")
+    if summary.get("time_per_epoch_s") is not None:
+        lines.append(f"  time per epoch {summary['time_per_epoch_s']:.2f} s, "
+                     f"per step {1e3 * summary['time_per_step_s']:.1f} ms")
+    if summary.get("message"):
+        lines.append(f"  {summary['message']}")
+    lines.append(f"  files in {summary['out']}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------
+def train(config: TrainConfig, *, explicit=None, stream=None) -> dict:
+    """Run (or, with ``config.resume``, continue) one training; return the summary dict.
+
+    Parameters
+    ----------
+    config : TrainConfig (validated here)
+    explicit : iterable of str, optional
+        Names of the settings the user gave explicitly (the CLI passes them); default: the
+        settings that differ from :class:`TrainConfig`'s defaults. On resume, explicit
+        :data:`RESUMABLE_OVERRIDES` replace the checkpoint's values, :data:`PER_INVOCATION`
+        settings always come from ``config``, and any other explicit setting must agree with
+        the checkpoint (``ValueError`` listing the differences).
+    stream : file for the progress line (default stderr)
+
+    Raises
+    ------
+    TrainingDiverged
+        After writing ``summary.json`` with ``status = "diverged"``; checkpoint untouched.
+    """
+    if explicit is None:
+        default = TrainConfig()
+        explicit = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(default, f.name)]
+    return _Run(config.validated(), frozenset(explicit), stream).run()
+
+
+@contextlib.contextmanager
+def _overflow_is_divergence(where: str, invalid: bool = False):
+    """Turn a floating-point overflow (and, if ``invalid``, an invalid operation such as
+    ``inf − inf``) inside the block into :class:`TrainingDiverged`.
+
+    Activations of a diverging network overflow before the loss turns non-finite, and the
+    layers reject non-finite input with a ``ValueError``; raising at the first overflow names
+    the real cause. Underflow is harmless and stays ignored.
+    """
+    with np.errstate(over="raise", invalid="raise" if invalid else "warn"):
+        try:
+            yield
+        except FloatingPointError as exc:
+            raise TrainingDiverged(f"{exc} in {where}") from None
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, explicit: frozenset, stream):
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.stream = sys.stderr if stream is None else stream
+        self.steps_path = self.out / "steps.jsonl"
+        self.metrics_path = self.out / "metrics.jsonl"
+        if config.resume:
+            arrays, meta = ckpt.load_checkpoint(self.out)
+            config = self._resumed_config(config, explicit, meta)
+        elif ckpt.has_checkpoint(self.out):
+            raise FileExistsError(f"{self.out} already holds a checkpoint; pass --resume to continue it or choose "
+                                  "another --out")
+        self.config = config
+        self.train_set, self.test_set = load_data(config)
+        self.model = build_model(config)
+        self.rule = make_update_rule(config)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
+        if config.resume:
+            self._restore(arrays, meta)
+        else:
+            for path in (self.steps_path, self.metrics_path, self.out / "summary.json"):
+                path.unlink(missing_ok=True)
+            self.rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
+            self.epoch_rng_state = ckpt.rng_state(self.rng)
+            self.step = self.epoch = self.batch_in_epoch = 0
+            self.sums = {"loss": 0.0, "correct": 0, "seen": 0}
+            self.train_time = 0.0
+        self.checkpoint_step = self.step if config.resume else None
+        self.epoch_times: list[float] = []
+        self.last_epoch_record: dict | None = None
+
+    # -- resume ------------------------------------------------------------------------
+    @staticmethod
+    def _resumed_config(config: TrainConfig, explicit: frozenset, meta: dict) -> TrainConfig:
+        saved = TrainConfig.from_dict(meta["config"]).validated()
+        fixed = explicit - set(RESUMABLE_OVERRIDES) - set(PER_INVOCATION) - {"resume", "out"}
+        conflicts = [f"{name}: given {getattr(config, name)!r}, checkpoint has {getattr(saved, name)!r}"
+                     for name in sorted(fixed) if getattr(config, name) != getattr(saved, name)]
+        if conflicts:
+            raise ValueError("a resumed run continues with the settings of its checkpoint; these differ: "
+                             + "; ".join(conflicts))
+        overrides = {k: getattr(config, k) for k in RESUMABLE_OVERRIDES if k in explicit}
+        overrides.update({k: getattr(config, k) for k in PER_INVOCATION})
+        return dataclasses.replace(saved, resume=True, out=config.out, **overrides)
+
+    def _restore(self, arrays: dict, meta: dict) -> None:
+        ckpt.load_model_state(self.model, arrays)
+        self.rule.load_state_arrays({k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")})
+        self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        self.epoch_rng_state = meta["epoch_rng_state"]
+        self.rng = ckpt.restore_rng(self.epoch_rng_state)
+        self.sums = dict(meta["sums"])
+        self.train_time = meta["train_time_s"]
+        # Lines logged after the checkpoint by the interrupted run are dropped, as is a
+        # partial epoch record that the continued epoch will replace.
+        keep_jsonl(self.steps_path, lambda r: r["step"] <= self.step)
+        keep_jsonl(self.metrics_path, lambda r: r["step"] <= self.step and not r["partial"])
+
+    def _save_checkpoint(self) -> None:
+        arrays = {**ckpt.model_state(self.model), **{f"opt/{k}": v for k, v in self.rule.state_arrays().items()}}
+        meta = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "epoch_rng_state": self.epoch_rng_state, "sums": self.sums, "train_time_s": self.train_time,
+                "config": self.config.to_dict(), "ranks": ranks_of(self.model)}
+        ckpt.save_checkpoint(self.out, arrays, meta)
+        self.checkpoint_step = self.step
+
+    # -- one step ----------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"step {self.step + 1} (epoch {self.epoch + 1})"
+
+    def _forward_backward(self, x, y):
+        """Loss and logits of the batch at the current parameters, gradients in the layers."""
+        with _overflow_is_divergence(f"forward/backward pass of {self._where()}", invalid=True):
+            logits = self.model.forward(x)
+            loss, dlogits = softmax_cross_entropy(logits, y)
+            if not np.isfinite(loss):
+                raise TrainingDiverged(f"loss is {float(loss)} at {self._where()}")
+            self.model.backward(dlogits, need_dx=False)
+        for key, g in self.model.grads.items():
+            if not np.all(np.isfinite(g)):
+                raise TrainingDiverged(f"gradient of {key} has NaN/Inf entries at {self._where()} "
+                                       f"(loss {float(loss):.4g})")
+        return float(loss), logits
+
+    def _check_parameters(self) -> None:
+        for key, p in self.model.parameters().items():
+            if not np.all(np.isfinite(p)):
+                raise TrainingDiverged(f"parameter {key} became non-finite in {self._where()}")
+
+    def _plain_gradient_sq(self) -> float:
+        """``Σ ‖g‖²`` over the parameters outside the factorized weights (biases, dense layers)."""
+        grads = self.model.grads
+        return sum(float(np.sum(grads[k].astype(np.float64) ** 2)) for k in plain_gradient_keys(self.model, grads))
+
+    def _gradient_norm(self) -> float:
+        """``‖∇L‖`` over all parameters, dense kernel gradients for the factorized layers."""
+        layers = self.model.tucker_layers().values()
+        total = sum(float(np.sum(layer.gradient_oracle().dense_gradient().astype(np.float64) ** 2)) for layer in layers)
+        return math.sqrt(total + self._plain_gradient_sq())
+
+    def _train_step(self, x, y) -> dict:
+        c = self.config
+        start = time.perf_counter()
+        loss, logits = self._forward_backward(x, y)
+        record = {"step": self.step + 1, "epoch": self.epoch + 1, "loss": loss,
+                  "accuracy": accuracy(logits, y), "lr": c.lr}
+        if c.check_descent:
+            grad_norm_before = self._gradient_norm()
+            plain_sq = self._plain_gradient_sq()
+        with _overflow_is_divergence(f"the update of {self._where()}"):
+            reports = self.rule.step(self.model, c.lr, lambda: self._forward_backward(x, y))
+        self._check_parameters()
+        record["ranks"] = ranks_of(self.model)
+        record["layers"] = reports
+        if c.check_descent:
+            record["descent"] = self._descent(x, y, loss, reports, plain_sq, grad_norm_before)
+        record["time_s"] = time.perf_counter() - start
+        self.sums["loss"] += loss * len(y)
+        self.sums["correct"] += int(round(record["accuracy"] * len(y)))
+        self.sums["seen"] += len(y)
+        self.step += 1
+        append_jsonl(self.steps_path, record)
+        return record
+
+    def _descent(self, x, y, loss_before, reports, plain_sq, grad_norm_before) -> dict:
+        loss_after, _ = self._forward_backward(x, y)
+        method = self.config.method
+        if method == "tdlrt":
+            proj_sq = plain_sq + sum(r["proj_grad_norm"] ** 2 for r in reports.values())
+            eta = math.sqrt(sum(r["eta"] ** 2 for r in reports.values()))
+        elif method == "full":
+            proj_sq, eta = plain_sq, 0.0
+        else:
+            proj_sq = eta = None
+        return descent_record(loss_before, loss_after, self.config.lr, proj_sq, eta, grad_norm_before,
+                              self._gradient_norm())
+
+    # -- epochs ------------------------------------------------------------------------
+    def _progress_text(self, record) -> str:
+        seen = max(self.sums["seen"], 1)
+        ranks = " ".join(f"{n} {'x'.join(map(str, r))}" for n, r in record["ranks"].items())
+        return (f"epoch {self.epoch + 1}/{self.config.epochs} loss {self.sums['loss'] / seen:.4f} "
+                f"acc {100 * self.sums['correct'] / seen:.1f}%" + (f" ranks {ranks}" if ranks else ""))
+
+    def _end_epoch(self, epoch_time: float, partial: bool) -> dict:
+        start = time.perf_counter()
+        with _overflow_is_divergence(f"the evaluation after step {self.step}", invalid=True):
+            test_loss, test_acc = evaluate(self.model, self.test_set)
+        report = parameter_report(self.model)
+        seen = max(self.sums["seen"], 1)
+        record = {
+            "epoch": self.epoch + 1, "step": self.step, "partial": partial,
+            "train_loss": self.sums["loss"] / seen, "train_accuracy": self.sums["correct"] / seen,
+            "test_loss": test_loss, "test_accuracy": test_acc,
+            "ranks": ranks_of(self.model),
+            "layer_params": {n: layer["stored"] for n, layer in report["layers"].items()},
+            "weights": report["weights"], "params": report["params"],
+            "conv_compression": report["conv_compression"], "network_compression": report["network_compression"],
+            "epoch_time_s": epoch_time, "eval_time_s": time.perf_counter() - start, "elapsed_s": self.train_time,
+        }
+        append_jsonl(self.metrics_path, record)
+        self.last_epoch_record = record
+        return record
+
+    def run(self) -> dict:
+        c = self.config
+        progress = ProgressLine(self.steps_per_epoch, stream=self.stream, enabled=not c.quiet)
+        status, message = "completed", None
+        try:
+            while self.epoch < c.epochs:
+                if c.max_steps is not None and self.step >= c.max_steps:
+                    status = "max_steps"
+                    break
+                epoch_start = time.perf_counter()
+                batches = iterate_minibatches(self.train_set, c.batch_size, self.rng)
+                for b, (x, y) in enumerate(batches):
+                    if b < self.batch_in_epoch:
+                        continue
+                    record = self._train_step(x, y)
+                    self.batch_in_epoch = b + 1
+                    if self.batch_in_epoch % c.log_every == 0 or self.batch_in_epoch == self.steps_per_epoch:
+                        progress.update(self.batch_in_epoch, self._progress_text(record))
+                    if c.max_steps is not None and self.step >= c.max_steps:
+                        break
+                epoch_time = time.perf_counter() - epoch_start
+                self.train_time += epoch_time
+                partial = self.batch_in_epoch < self.steps_per_epoch
+                record = self._end_epoch(epoch_time, partial)
+                progress.finish(self._progress_text({"ranks": record["ranks"]})
+                                + f" | test acc {100 * record['test_accuracy']:.2f}%")
+                if partial:
+                    status = "max_steps"
+                else:
+                    self.epoch_times.append(epoch_time)
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self.sums = {"loss": 0.0, "correct": 0, "seen": 0}
+                    self.epoch_rng_state = ckpt.rng_state(self.rng)
+                self._save_checkpoint()
+                if partial:
+                    break
+        except TrainingDiverged as exc:
+            progress.finish()
+            kept = ("no checkpoint had been written yet" if self.checkpoint_step is None else
+                    f"the last good checkpoint (step {self.checkpoint_step}) was kept unchanged")
+            message = f"training diverged: {exc}; {kept}. Lower --lr."
+            self._write_summary("diverged", message)
+            raise TrainingDiverged(message) from None
+        return self._write_summary(status, message)
+
+    def _write_summary(self, status: str, message) -> dict:
+        c = self.config
+        if self.last_epoch_record is None or self.last_epoch_record["step"] != self.step:
+            test_loss, test_acc = evaluate(self.model, self.test_set) if status != "diverged" else (None, None)
+        else:
+            test_loss, test_acc = self.last_epoch_record["test_loss"], self.last_epoch_record["test_accuracy"]
+        report = parameter_report(self.model)
+        steps_done = len(self.epoch_times) * self.steps_per_epoch
+        summary = {
+            "status": status,
+            "method": c.method,
+            "args": c.to_dict(),
+            "dataset": self.train_set.description,
+            "test_set": self.test_set.description,
+            "out": str(self.out),
+            "final": {"test_accuracy": test_acc, "test_loss": test_loss,
+                      "train_loss": None if self.last_epoch_record is None else self.last_epoch_record["train_loss"]},
+            "ranks": ranks_of(self.model),
+            "compression": {"conv": report["conv_compression"], "network": report["network_compression"]},
+            "parameters": report,
+            "epochs_completed": self.epoch,
+            "steps": self.step,
+            "time_per_epoch_s": float(np.mean(self.epoch_times)) if self.epoch_times else None,
+            "time_per_step_s": sum(self.epoch_times) / steps_done if steps_done else None,
+            "message": message,
+        }
+        if c.plots and status != "diverged":
+            from .plots import plot_run
+
+            summary["plots"] = [p.name for p in plot_run(self.out, core_spectra(self.model))]
+        write_json(self.out / "summary.json", summary)
+        return summary

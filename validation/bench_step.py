@@ -1,0 +1,158 @@
+"""TDLRT training-step time against the full LeNet5 step, at the ranks a run settled at (a
+benchmark, not a test).
+
+    python validation/bench_step.py [--run DIR | --ranks conv1=4x1x5x5,conv2=10x4x5x5,fc1=53x53]
+                                    [--repeats 20] [--dtype float32] [--threads 1] [--quick]
+
+Ranks: the final ranks of a finished run (``DIR/summary.json``, e.g. ``runs/quickstart``), or
+given explicitly. Both models see the same mini-batch of 128 images of the embedded subset;
+one *step* is forward + backward + the method's update (``full``: heavy ball on every
+parameter; ``tdlrt``: one rank-adaptive BUG step per factorized layer with τ and momentum of
+the run, heavy ball on biases and fc2), exactly what the trainer does per mini-batch. Before
+every timed TDLRT step the model is put back at the settled point, so every repetition starts
+at those ranks. The two steps are timed in turns (median over ``--repeats``) so that a busy
+phase of the machine hits both alike; the load average is printed because other processes on
+the cores distort every number.
+
+Also printed: the split of each step into forward, backward and update, and the TDLRT update's
+time per layer and substep (from ``StepReport.timings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+from bench_layers import interleaved_medians
+
+from tucker_ref.data import iterate_minibatches
+from tucker_ref.nn.functional import softmax_cross_entropy
+from tucker_ref.training import TrainConfig, build_model, load_data
+from tucker_ref.training.config import parse_init_rank
+from tucker_ref.training.methods import make_update_rule
+
+BATCH = 128
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--run", type=Path, help="run directory whose final ranks (and tau) to use")
+    src.add_argument("--ranks", help="ranks per layer, e.g. conv1=4x1x5x5,conv2=10x4x5x5,fc1=53x53")
+    p.add_argument("--tau", type=float, default=None, help="tau of the step (default: the run's, else 0.1)")
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per method (default 20)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads (threadpoolctl); default: the library's")
+    p.add_argument("--quick", action="store_true", help="3 repeats (smoke run)")
+    p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = 3
+    return args
+
+
+def settled(args) -> tuple[dict, float]:
+    """``(ranks per layer, tau)`` from ``--run`` or ``--ranks`` (default: the quickstart's ranks)."""
+    tau = 0.1
+    if args.run is not None:
+        summary = json.loads((args.run / "summary.json").read_text())
+        ranks = {k: tuple(v) for k, v in summary["ranks"].items()}
+        tau = summary["args"]["tau"]
+    else:
+        ranks = parse_init_rank(args.ranks or "conv1=4x1x5x5,conv2=10x4x5x5,fc1=53x53")
+    return ranks, (tau if args.tau is None else args.tau)
+
+
+class Stepper:
+    """One method's model and update rule, a fixed batch, and timing of the step's parts."""
+
+    def __init__(self, config: TrainConfig, x, y):
+        self.config = config.validated()
+        self.model = build_model(self.config)
+        self.rule = make_update_rule(self.config)
+        self.x, self.y = x, y
+        self.start = {k: v.copy() for k, v in self.model.parameters().items()}
+        self.weights = {n: layer.weight for n, layer in self.model.tucker_layers().items()}
+        self.parts = {"forward": [], "backward": [], "update": []}
+        self.substeps: dict = {}
+
+    def reset(self):
+        """Back to the settled point (factorized weights by reference: steps never mutate them)."""
+        for name, T in self.weights.items():
+            self.model[name].weight = T
+        for key, value in self.start.items():
+            layer, pname = key.split(".", 1)
+            if pname in ("weight", "bias") and not (layer in self.weights and pname == "weight"):
+                setattr(self.model[layer], pname, value.copy())
+        self.rule = make_update_rule(self.config)
+
+    def step(self):
+        t0 = time.perf_counter()
+        loss, dlogits = softmax_cross_entropy(self.model.forward(self.x), self.y)
+        t1 = time.perf_counter()
+        self.model.backward(dlogits, need_dx=False)
+        t2 = time.perf_counter()
+        reports = self.rule.step(self.model, self.config.lr, regrad=None)
+        t3 = time.perf_counter()
+        for part, dt in zip(self.parts, (t1 - t0, t2 - t1, t3 - t2)):
+            self.parts[part].append(dt)
+        for layer, report in reports.items():
+            for sub, dt in report["timings"].items():
+                self.substeps.setdefault((layer, sub), []).append(dt)
+        self.reset()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    ranks, tau = settled(args)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=args.threads) if args.threads else nullcontext()
+    except ImportError:
+        limiter = nullcontext()
+    with limiter:
+        base = TrainConfig(dtype=args.dtype, quiet=True, plots=False)
+        train_set, _ = load_data(base.validated())
+        x, y = next(iter(iterate_minibatches(train_set, BATCH, np.random.default_rng(0))))
+        full = Stepper(TrainConfig(method="full", dtype=args.dtype), x, y)
+        spec = ",".join(f"{n}={'x'.join(map(str, r))}" for n, r in ranks.items())
+        tdlrt = Stepper(TrainConfig(method="tdlrt", tau=tau, init_rank=spec, dtype=args.dtype), x, y)
+
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; numpy "
+              f"{np.__version__}; BLAS threads: {args.threads or 'library default'} "
+              f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
+        print(f"settled ranks {ranks}, tau {tau}, batch {BATCH}, {args.dtype}, median of {args.repeats}")
+        medians = interleaved_medians({"full": full.step, "tdlrt": tdlrt.step}, args.repeats)
+        print(f"load average after: {os.getloadavg()[0]:.2f}\n")
+
+    result = {"ranks": ranks, "tau": tau, "dtype": args.dtype, "repeats": args.repeats,
+              "full_step_ms": 1e3 * medians["full"], "tdlrt_step_ms": 1e3 * medians["tdlrt"],
+              "ratio_tdlrt_over_full": medians["tdlrt"] / medians["full"],
+              "parts_ms": {name: {part: 1e3 * float(np.median(v)) for part, v in s.parts.items()}
+                           for name, s in (("full", full), ("tdlrt", tdlrt))},
+              "tdlrt_substeps_ms": {f"{layer}.{sub}": 1e3 * float(np.median(v))
+                                    for (layer, sub), v in sorted(tdlrt.substeps.items())}}
+    print(f"full step  {result['full_step_ms']:8.1f} ms")
+    print(f"tdlrt step {result['tdlrt_step_ms']:8.1f} ms   (tdlrt / full = {result['ratio_tdlrt_over_full']:.2f})")
+    for name, parts in result["parts_ms"].items():
+        print(f"  {name:5s}: " + ", ".join(f"{part} {ms:.1f} ms" for part, ms in parts.items()))
+    print("  tdlrt update by layer and substep (ms): " + ", ".join(
+        f"{key} {ms:.1f}" for key, ms in result["tdlrt_substeps_ms"].items() if ms >= 0.05))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench_step.json").write_text(json.dumps(
+            {**result, "ranks": {k: list(v) for k, v in ranks.items()}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
