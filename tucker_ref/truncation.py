@@ -347,8 +347,8 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         if tol is not None and all(r is not None for r in ranks):
             raise ValueError("give exactly one of ranks and tol, not both (use None entries in ranks to mix)")
     tol = check_nonneg(tol, "tol")
-    rmin_l = _per_mode(rmin, d, "rmin", default=1)
-    rmax_l = _per_mode(rmax, d, "rmax", default=None)
+    rmin_l = per_mode(rmin, d, "rmin", default=1)
+    rmax_l = per_mode(rmax, d, "rmax", default=None)
     for i in range(d):
         if rmax_l[i] is not None and rmax_l[i] < rmin_l[i]:
             raise ValueError(f"rmin ({rmin_l[i]}) must not exceed rmax ({rmax_l[i]}) in mode {i}")
@@ -433,7 +433,8 @@ def _parse_modes(modes, d):
     return {check_mode(m, d, f"modes[{k}]") for k, m in enumerate(modes)}
 
 
-def _per_mode(value, d, name, default):
+def per_mode(value, d, name, default):
+    """A per-mode setting (``rmin``, ``rmax``) from one int, ``None`` or one entry per mode, validated."""
     if value is None:
         return [default] * d
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

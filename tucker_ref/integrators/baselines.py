@@ -26,9 +26,17 @@ from .._checks import as_float_array
 from ..manifold import core_unfolding_pinv
 from ..truncation import hosvd
 from ..tucker import TuckerTensor, multi_mode_product
-from .oracle import as_gradient_oracle, dense_gradient_or_none, is_gradient_callable
-from .steps import _check_point as _check_orthonormal_point
-from .steps import _core_gradient, _gradient, _loss, _mode_partial, _step_name
+from .oracle import (
+    as_gradient_oracle,
+    check_point,
+    checked_core_gradient,
+    checked_mode_partial,
+    dense_gradient_or_none,
+    is_gradient_callable,
+    loss_at,
+    oracle_at,
+    step_label,
+)
 from .substeps import check_lr, u_gradient
 
 
@@ -81,7 +89,7 @@ def _check_tucker_point(Y, step: str) -> TuckerTensor:
 def _report(method, Y, Y_new, loss, loss_before, eta=0.0) -> BaselineReport:
     return BaselineReport(method=method, ranks_before=Y.ranks, ranks_after=Y_new.ranks, eta=float(eta),
                           orthonormality_defect=_orthonormality_defect(Y_new), loss_before=loss_before,
-                          loss_after=_loss(loss, Y_new))
+                          loss_after=loss_at(loss, Y_new))
 
 
 def _projected_flow_factors(Y: TuckerTensor, oracle, step: str):
@@ -93,10 +101,10 @@ def _projected_flow_factors(Y: TuckerTensor, oracle, step: str):
     factors of ``P(Y)G`` (:func:`tucker_ref.manifold.tangent_vector`, which needs the dense
     ``G``; this form needs only the oracle).
     """
-    dcore = _core_gradient(oracle, Y.factors, step, Y.dtype)
+    dcore = checked_core_gradient(oracle, Y.factors, step, Y.dtype)
     dfactors = []
     for i, U in enumerate(Y.factors):
-        N = _mode_partial(oracle, Y, i, step)
+        N = checked_mode_partial(oracle, Y, i, step)
         dfactors.append((N - U @ (U.T @ N)) @ core_unfolding_pinv(Y.core, i))
     return dcore, dfactors
 
@@ -166,13 +174,13 @@ def naive_factor_step(Y: TuckerTensor, grad, lr, *, loss=None, name: str | None 
     -------
     (TuckerTensor, BaselineReport)
     """
-    step = _step_name("naive_factor_step", name)
+    step = step_label("naive_factor_step", name)
     Y = _check_tucker_point(Y, step)
     lr = check_lr(lr)
-    oracle = _gradient(grad, Y, step)
-    loss_before = _loss(loss, Y)
-    dcore = _core_gradient(oracle, Y.factors, step, Y.dtype)
-    factors = [U - lr * u_gradient(_mode_partial(oracle, Y, i, step), Y.core, i) for i, U in enumerate(Y.factors)]
+    oracle = oracle_at(grad, Y, step)
+    loss_before = loss_at(loss, Y)
+    dcore = checked_core_gradient(oracle, Y.factors, step, Y.dtype)
+    factors = [U - lr * u_gradient(checked_mode_partial(oracle, Y, i, step), Y.core, i) for i, U in enumerate(Y.factors)]
     Y_new = TuckerTensor(Y.core - lr * dcore, factors)
     return Y_new, _report("naive_factor", Y, Y_new, loss, loss_before)
 
@@ -205,11 +213,11 @@ def riemannian_gd_step(Y: TuckerTensor, grad, lr, *, loss=None, name: str | None
     (TuckerTensor, BaselineReport)
         Same ranks as ``Y``; ``report.eta`` is the HOSVD retraction error.
     """
-    step = _step_name("riemannian_gd_step", name)
-    Y = _check_orthonormal_point(Y, step)
+    step = step_label("riemannian_gd_step", name)
+    Y = check_point(Y, step)
     lr = check_lr(lr)
-    oracle = _gradient(grad, Y, step)
-    loss_before = _loss(loss, Y)
+    oracle = oracle_at(grad, Y, step)
+    loss_before = loss_at(loss, Y)
     dcore, dfactors = _projected_flow_factors(Y, oracle, step)
     r = Y.ranks
     Z = np.zeros(tuple(2 * k for k in r), dtype=Y.dtype)
@@ -257,13 +265,13 @@ def direct_euler_step(Y: TuckerTensor, grad, lr, *, reorthonormalize: bool = Fal
     FloatingPointError
         When the update overflows (the unstable regime); ``Y`` is unchanged.
     """
-    step = _step_name("direct_euler_step", name)
+    step = step_label("direct_euler_step", name)
     Y = _check_tucker_point(Y, step)
     lr = check_lr(lr)
     if not isinstance(reorthonormalize, bool):
         raise TypeError(f"{step}: reorthonormalize must be a bool, got {reorthonormalize!r}")
-    oracle = _gradient(grad, Y, step)
-    loss_before = _loss(loss, Y)
+    oracle = oracle_at(grad, Y, step)
+    loss_before = loss_at(loss, Y)
     dcore, dfactors = _projected_flow_factors(Y, oracle, step)
     core = Y.core - lr * dcore
     factors = [U - lr * dU for U, dU in zip(Y.factors, dfactors)]

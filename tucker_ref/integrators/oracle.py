@@ -160,3 +160,54 @@ def dense_gradient_or_none(oracle):
         return method()
     except NotImplementedError:
         return None
+
+
+# ---------------------------------------------------------------------------------------
+# validated queries shared by every step (integrators and baselines)
+# ---------------------------------------------------------------------------------------
+def step_label(base: str, name) -> str:
+    """``"tdlrt_step"`` or ``"tdlrt_step[conv1]"``: the prefix of every error message of a step."""
+    return base if name is None else f"{base}[{name}]"
+
+
+def check_point(Y, step: str) -> TuckerTensor:
+    """A step's point: a TuckerTensor with orthonormal factors (the integrators' invariant)."""
+    if not isinstance(Y, TuckerTensor):
+        raise TypeError(f"{step}: Y must be a TuckerTensor, got {type(Y).__name__}")
+    if not Y.has_orthonormal_factors():
+        raise ValueError(f"{step}: Y must have orthonormal factors (use Y.orthonormalize() first)")
+    return Y
+
+
+def _fetch(value, what: str, step: str, shape: tuple, dtype) -> np.ndarray:
+    """Validate an oracle answer: its shape and finiteness; cast to the point's dtype."""
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(f"{step}: the gradient oracle returned {what} of shape {value.shape}, expected {shape}")
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"{step}: the gradient oracle returned a non-finite {what} (NaN or Inf); "
+                         "the step was not taken and Y is unchanged")
+    return value.astype(dtype, copy=False)
+
+
+def oracle_at(grad, point: TuckerTensor, step: str):
+    """The gradient oracle at ``point`` from an ndarray, an oracle or a callable (:func:`gradient_at`)."""
+    return gradient_at(grad, point, name=f"{step}: grad")
+
+
+def checked_core_gradient(oracle, bases, step: str, dtype) -> np.ndarray:
+    """``oracle.core_gradient(bases)``, checked for shape and finiteness, in the point's dtype."""
+    shape = tuple(B.shape[1] for B in bases)
+    return _fetch(oracle.core_gradient(list(bases)), "core gradient G x_i B_i^T", step, shape, dtype)
+
+
+def checked_mode_partial(oracle, Y: TuckerTensor, mode: int, step: str) -> np.ndarray:
+    """``N_i = oracle.mode_partial_gradient(i, Y.factors)``, checked for shape and finiteness."""
+    others = int(np.prod([r for j, r in enumerate(Y.ranks) if j != mode], dtype=np.int64))
+    return _fetch(oracle.mode_partial_gradient(mode, list(Y.factors)), f"N_{mode} (mode-{mode} partial gradient)",
+                  step, (Y.shape[mode], others), Y.dtype)
+
+
+def loss_at(loss, point: TuckerTensor):
+    """``float(loss(point))``, or ``None`` without a loss callable."""
+    return None if loss is None else float(loss(point))

@@ -23,7 +23,16 @@ import numpy as np
 from ..manifold import normal_component_norm, tangent_projection
 from ..tucker import TuckerTensor, multi_mode_product
 from .optim import SGD
-from .oracle import dense_gradient_or_none, gradient_at, is_gradient_callable
+from .oracle import (
+    check_point,
+    checked_core_gradient,
+    checked_mode_partial,
+    dense_gradient_or_none,
+    is_gradient_callable,
+    loss_at,
+    oracle_at,
+    step_label,
+)
 from .substeps import (
     augment_basis,
     check_adaptive_modes,
@@ -126,48 +135,6 @@ def _timed(timings: dict, key: str):
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
-def _step_name(base: str, name) -> str:
-    return base if name is None else f"{base}[{name}]"
-
-
-def _check_point(Y, step: str) -> TuckerTensor:
-    if not isinstance(Y, TuckerTensor):
-        raise TypeError(f"{step}: Y must be a TuckerTensor, got {type(Y).__name__}")
-    if not Y.has_orthonormal_factors():
-        raise ValueError(f"{step}: Y must have orthonormal factors (use Y.orthonormalize() first)")
-    return Y
-
-
-def _fetch(value, what: str, step: str, shape: tuple, dtype) -> np.ndarray:
-    """Validate an oracle answer: its shape and finiteness; cast to the point's dtype."""
-    value = np.asarray(value)
-    if value.shape != shape:
-        raise ValueError(f"{step}: the gradient oracle returned {what} of shape {value.shape}, expected {shape}")
-    if not np.all(np.isfinite(value)):
-        raise ValueError(f"{step}: the gradient oracle returned a non-finite {what} (NaN or Inf); "
-                         "the step was not taken and Y is unchanged")
-    return value.astype(dtype, copy=False)
-
-
-def _gradient(grad, point: TuckerTensor, step: str):
-    return gradient_at(grad, point, name=f"{step}: grad")
-
-
-def _core_gradient(oracle, bases, step: str, dtype) -> np.ndarray:
-    shape = tuple(B.shape[1] for B in bases)
-    return _fetch(oracle.core_gradient(list(bases)), "core gradient G x_i B_i^T", step, shape, dtype)
-
-
-def _mode_partial(oracle, Y: TuckerTensor, mode: int, step: str) -> np.ndarray:
-    others = int(np.prod([r for j, r in enumerate(Y.ranks) if j != mode], dtype=np.int64))
-    return _fetch(oracle.mode_partial_gradient(mode, list(Y.factors)), f"N_{mode} (mode-{mode} partial gradient)",
-                  step, (Y.shape[mode], others), Y.dtype)
-
-
-def _loss(loss, point: TuckerTensor):
-    return None if loss is None else float(loss(point))
-
-
 def _diagnostics(Y: TuckerTensor, oracle0, bases, timings: dict):
     """``(‖P(Y0)G‖, ε, ‖(I − Π)G‖)`` from the dense gradient, or Nones when the oracle has none."""
     with _timed(timings, "diagnostics"):
@@ -245,8 +212,8 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     -------
     (TuckerTensor, StepReport)
     """
-    step = _step_name("tdlrt_step", name)
-    Y = _check_point(Y, step)
+    step = step_label("tdlrt_step", name)
+    Y = check_point(Y, step)
     lr = check_lr(lr)
     check_tolerance(tau, theta)
     check_rank_bounds(rmin, rmax, Y.ndim)
@@ -262,9 +229,9 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     timings: dict = {}
 
     with _timed(timings, "gradient"):
-        oracle0 = _gradient(grad, Y, step)
+        oracle0 = oracle_at(grad, Y, step)
     with _timed(timings, "loss"):
-        loss_before = _loss(loss, Y)
+        loss_before = loss_at(loss, Y)
 
     U_hats, M_hats = [], []
     for i, U in enumerate(Y.factors):
@@ -273,7 +240,7 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
             M_hats.append(None)
             continue
         with _timed(timings, "gradient"):
-            N = _mode_partial(oracle0, Y, i, step)
+            N = checked_mode_partial(oracle0, Y, i, step)
         with _timed(timings, "k_parametrization"):
             if variant == "k_step":
                 Q, _, _ = k_parametrization(Y, i)
@@ -289,13 +256,13 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     with _timed(timings, "gradient"):
         grad_core0 = None
         if s_step_gradient == "same_point":
-            grad_core0 = _core_gradient(oracle0, U_hats, step, Y.dtype)
+            grad_core0 = checked_core_gradient(oracle0, U_hats, step, Y.dtype)
             grad_core = grad_core0
         else:
-            oracle1 = _gradient(grad, TuckerTensor(C_hat0, U_hats), step)
-            grad_core = _core_gradient(oracle1, U_hats, step, Y.dtype)
+            oracle1 = oracle_at(grad, TuckerTensor(C_hat0, U_hats), step)
+            grad_core = checked_core_gradient(oracle1, U_hats, step, Y.dtype)
             if diagnostics:
-                grad_core0 = _core_gradient(oracle0, U_hats, step, Y.dtype)
+                grad_core0 = checked_core_gradient(oracle0, U_hats, step, Y.dtype)
 
     with _timed(timings, "galerkin"):
         velocity = optimizer.transport(optimizer.state, M_hats)
@@ -309,7 +276,7 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     tangent, epsilon, residual = (_diagnostics(Y, oracle0, U_hats, timings) if diagnostics
                                   else (None, None, None))
     with _timed(timings, "loss"):
-        loss_after = _loss(loss, Y_new)
+        loss_after = loss_at(loss, Y_new)
     optimizer.state = velocity
     report = StepReport(
         variant=variant,
@@ -352,22 +319,22 @@ def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bo
         ``variant="fixed_rank_bug"``, ``s_step_gradient="reevaluate"``, ``eta = 0``;
         ``proj_grad_norm = ‖∇L(Y0) ×_i U_i^{1T}‖`` and ``residual_norm`` refer to ``⊗ span U_i^1``.
     """
-    step = _step_name("fixed_rank_bug_step", name)
-    Y = _check_point(Y, step)
+    step = step_label("fixed_rank_bug_step", name)
+    Y = check_point(Y, step)
     lr = check_lr(lr)
     if not is_gradient_callable(grad):
         raise ValueError(f"{step}: grad must be a callable point -> ndarray | oracle: the S-step gradient is taken "
                          f"at C0 x_i (U_i^1T U_i^0) x_i U_i^1, not at Y0, got {type(grad).__name__}")
     timings: dict = {}
     with _timed(timings, "gradient"):
-        oracle0 = _gradient(grad, Y, step)
+        oracle0 = oracle_at(grad, Y, step)
     with _timed(timings, "loss"):
-        loss_before = _loss(loss, Y)
+        loss_before = loss_at(loss, Y)
 
     U1s = []
     for i, U in enumerate(Y.factors):
         with _timed(timings, "gradient"):
-            N = _mode_partial(oracle0, Y, i, step)
+            N = checked_mode_partial(oracle0, Y, i, step)
         with _timed(timings, "k_parametrization"):
             Q, _, _ = k_parametrization(Y, i)
             K1 = k_step(Y, i, k_gradient(N, Q), lr)
@@ -376,16 +343,16 @@ def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bo
     C_tilde = multi_mode_product(Y.core, [U1.T @ U for U1, U in zip(U1s, Y.factors)])
 
     with _timed(timings, "gradient"):
-        oracle1 = _gradient(grad, TuckerTensor(C_tilde, U1s), step)
-        grad_core = _core_gradient(oracle1, U1s, step, Y.dtype)
-        grad_core0 = _core_gradient(oracle0, U1s, step, Y.dtype) if diagnostics else None
+        oracle1 = oracle_at(grad, TuckerTensor(C_tilde, U1s), step)
+        grad_core = checked_core_gradient(oracle1, U1s, step, Y.dtype)
+        grad_core0 = checked_core_gradient(oracle0, U1s, step, Y.dtype) if diagnostics else None
     with _timed(timings, "galerkin"):
         Y_new = TuckerTensor(galerkin_step(C_tilde, grad_core, lr), U1s)
 
     tangent, epsilon, residual = (_diagnostics(Y, oracle0, U1s, timings) if diagnostics
                                   else (None, None, None))
     with _timed(timings, "loss"):
-        loss_after = _loss(loss, Y_new)
+        loss_after = loss_at(loss, Y_new)
     report = StepReport(
         variant="fixed_rank_bug",
         ranks_before=Y.ranks,

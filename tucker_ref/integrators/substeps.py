@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 
 from .._checks import as_float_array, check_mode, check_nonneg
-from ..truncation import _per_mode, fix_signs, orth, truncate
+from ..truncation import per_mode, fix_signs, orth, truncate
 from ..tucker import TuckerTensor, unfold
 
 
@@ -243,8 +243,8 @@ def check_tolerance(tau, theta):
 
 def check_rank_bounds(rmin, rmax, ndim: int):
     """Validate ``rmin``/``rmax`` (an int or one per mode; ``rmax=None`` = no cap) with ``rmin ≤ rmax``."""
-    lo = _per_mode(rmin, ndim, "rmin", default=1)
-    hi = _per_mode(rmax, ndim, "rmax", default=None)
+    lo = per_mode(rmin, ndim, "rmin", default=1)
+    hi = per_mode(rmax, ndim, "rmax", default=None)
     for i in range(ndim):
         if hi[i] is not None and lo[i] > hi[i]:
             raise ValueError(f"rmin ({lo[i]}) must not exceed rmax ({hi[i]}) in mode {i}")
