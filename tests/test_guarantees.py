@@ -5,7 +5,7 @@ core unfoldings of full row rank with a controlled condition number) and its los
 ``tucker_ref.testing.problems`` (known smoothness). The η used in the bounds is the step's
 measured ``report.eta``, never ϑ. Tolerances are rounding margins only; each says why.
 
-The space ``V = ⊗ span Û_i`` is rebuilt with ``problems.augmented_bases`` (the public
+The space ``V = ⊗ span Û_i`` is rebuilt with ``integrators.steps.augmented_bases`` (the public
 substeps, as the step composes them); every test that uses it first checks it is the step's
 (``‖G ×_i Û_i^T‖ = proj_grad_norm`` and ``‖Ŷ1 − Y1‖ = η``).
 """
@@ -26,7 +26,7 @@ from tucker_ref.integrators.baselines import (
     naive_factor_step,
     riemannian_gd_step,
 )
-from tucker_ref.integrators.steps import fixed_rank_bug_step, tdlrt_step
+from tucker_ref.integrators.steps import augmented_bases, fixed_rank_bug_step, tdlrt_step
 from tucker_ref.manifold import random_tangent_vector, tangent_projection
 from tucker_ref.testing.oracles import central_difference, relative_error
 from tucker_ref.testing.problems import (
@@ -35,7 +35,6 @@ from tucker_ref.testing.problems import (
     QuadraticRegression,
     SoftmaxRegression,
     TuckerRegression,
-    augmented_bases,
     core_with_mode_spectrum,
     subspace_projection,
 )
@@ -80,7 +79,7 @@ def make_problem(kind: str, shape, seed: int):
 
 def pre_truncation(Y: TuckerTensor, G, lr, variant="k_step"):
     """``(Û, Ŷ1 = Y − λ G ×_i Û_iÛ_i^T)`` (spec §3: SGD with the S-step gradient at ``Y0``)."""
-    bases = augmented_bases(Y, G, variant)
+    bases = augmented_bases(Y, G, variant)[0]
     return bases, Y.full() - lr * subspace_projection(G, bases)
 
 
@@ -199,7 +198,7 @@ def test_moving_target_has_fixed_rank_and_one_step_lands_on_the_next_target(shap
 def test_containment_k_step(Y, seed, scale):
     G = 10.0**scale * np.random.default_rng(seed).standard_normal(Y.shape)
     Y1, report = tdlrt_step(Y, G, 0.1)
-    bases = augmented_bases(Y, G)
+    bases = augmented_bases(Y, G)[0]
     _, Y_hat1 = pre_truncation(Y, G, 0.1)
     assert_space_is_the_steps(Y, G, bases, Y_hat1, Y1, report)
     # P(Y0)G from row-space projectors (accurate at any cond): its part outside V is rounding.
@@ -392,7 +391,7 @@ def containment_residuals(sigma_min: float, draws: int = 20, seed: int = 0):
         G = rng.standard_normal(shape)
         PG = tangent_projection(Y, G)
         for variant in out:
-            bases = augmented_bases(Y, G, variant)
+            bases = augmented_bases(Y, G, variant)[0]
             out[variant].append(norm(PG - subspace_projection(PG, bases)) / norm(G))
     return {k: np.array(v) for k, v in out.items()}
 

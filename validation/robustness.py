@@ -66,10 +66,11 @@ from tucker_ref.integrators.baselines import (  # noqa: E402
     riemannian_gd_step,
 )
 from tucker_ref.integrators.oracle import DenseGradient  # noqa: E402
-from tucker_ref.integrators.steps import tdlrt_step  # noqa: E402
-from tucker_ref.integrators.substeps import augment_basis, k_gradient, k_parametrization, u_gradient  # noqa: E402
+from tucker_ref.integrators.steps import augmented_bases, tdlrt_step  # noqa: E402
+from tucker_ref.testing.problems import subspace_projection  # noqa: E402
+from tucker_ref.integrators.substeps import u_gradient  # noqa: E402
 from tucker_ref.manifold import tangent_projection, tangent_vector  # noqa: E402
-from tucker_ref.tucker import multi_mode_product, unfold  # noqa: E402
+from tucker_ref.tucker import unfold  # noqa: E402
 
 SHAPE = (8, 8, 8)
 RANK = 3
@@ -145,24 +146,6 @@ def experiment_error(seeds, sigmas, lr):
 # ---------------------------------------------------------------------------------------
 # (b) containment at Y0
 # ---------------------------------------------------------------------------------------
-def augmented_bases(Y, oracle, variant):
-    """``Û_i`` of every mode exactly as ``tdlrt_step`` builds them (spec §3 step 1c)."""
-    bases = []
-    for i, U in enumerate(Y.factors):
-        N = oracle.mode_partial_gradient(i)
-        if variant == "k_step":
-            Q, _, _ = k_parametrization(Y, i)
-            new = k_gradient(N, Q)
-        else:
-            new = u_gradient(N, Y.core, i)
-        bases.append(augment_basis(U, new)[0])
-    return bases
-
-
-def project(Z, bases):
-    return multi_mode_product(multi_mode_product(Z, bases, transpose=True), bases)
-
-
 def experiment_containment(seeds, sigmas):
     rows = []
     for seed in seeds:
@@ -173,11 +156,11 @@ def experiment_containment(seeds, sigmas):
             PG = tangent_projection(Y0, G)
             norm_pg, eps = float(np.linalg.norm(PG)), float(np.linalg.norm(G - PG))
             for variant in ("k_step", "augmented_gradient"):
-                bases = augmented_bases(Y0, oracle, variant)
+                bases = augmented_bases(Y0, oracle, variant)[0]
                 rows.append({"sigma_min": s, "seed": seed, "variant": variant,
                              "augmented_ranks": tuple(B.shape[1] for B in bases),
-                             "containment": float(np.linalg.norm(PG - project(PG, bases))) / norm_pg,
-                             "residual_over_eps": float(np.linalg.norm(G - project(G, bases))) / eps})
+                             "containment": float(np.linalg.norm(PG - subspace_projection(PG, bases))) / norm_pg,
+                             "residual_over_eps": float(np.linalg.norm(G - subspace_projection(G, bases))) / eps})
     return rows
 
 

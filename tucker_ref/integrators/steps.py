@@ -166,6 +166,49 @@ def _check_optimizer(optimizer, Y: TuckerTensor, step: str):
 # ---------------------------------------------------------------------------------------
 # rank-adaptive BUG (TDLRT)
 # ---------------------------------------------------------------------------------------
+def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str | None = None,
+                    timings: dict | None = None, caller: str = "augmented_bases"):
+    """Step 1 of spec §3 for every mode: the augmented bases ``Û_i`` and ``M̂_i = Û_i^T U_i``.
+
+    ``Û_i = augment_basis(U_i, N_i Q_i)`` (``variant="k_step"``, the new directions
+    ``∇_{K_i}L``) or ``augment_basis(U_i, N_i Mat_i(C)^T)`` (``"augmented_gradient"``,
+    ``∇_{U_i}L``). A mode at full rank (``r_i = n_i``) has nothing to add: ``Û_i = U_i`` and
+    ``M̂_i = None`` (identity). ``grad`` is anything :func:`~.oracle.gradient_at` accepts, taken
+    at ``Y``. This is the function :func:`tdlrt_step` calls; it is public so that tests and
+    validation scripts can rebuild the space ``V = ⊗ span Û_i`` of a step. ``caller`` names
+    the step in error messages.
+
+    Returns
+    -------
+    (list of ndarray, list of ndarray or None)
+    """
+    step = step_label(caller, name)
+    if variant not in VARIANTS:
+        raise ValueError(f"{step}: variant must be one of {VARIANTS}, got {variant!r}")
+    Y = check_point(Y, step)
+    timings = {} if timings is None else timings
+    oracle = oracle_at(grad, Y, step)
+    U_hats, M_hats = [], []
+    for i, U in enumerate(Y.factors):
+        if U.shape[1] == U.shape[0]:
+            U_hats.append(U)
+            M_hats.append(None)
+            continue
+        with _timed(timings, "gradient"):
+            N = checked_mode_partial(oracle, Y, i, step)
+        with _timed(timings, "k_parametrization"):
+            if variant == "k_step":
+                Q, _, _ = k_parametrization(Y, i)
+                new_directions = k_gradient(N, Q)
+            else:
+                new_directions = u_gradient(N, Y.core, i)
+        with _timed(timings, "augment"):
+            U_hat, M_hat = augment_basis(U, new_directions)
+        U_hats.append(U_hat)
+        M_hats.append(M_hat)
+    return U_hats, M_hats
+
+
 def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str = "k_step", adaptive_modes=None,
                rmin=1, rmax=None, s_step_gradient: str = "same_point", loss=None, optimizer=None,
                diagnostics: bool = True, name: str | None = None):
@@ -233,24 +276,8 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     with _timed(timings, "loss"):
         loss_before = loss_at(loss, Y)
 
-    U_hats, M_hats = [], []
-    for i, U in enumerate(Y.factors):
-        if U.shape[1] == U.shape[0]:
-            U_hats.append(U)
-            M_hats.append(None)
-            continue
-        with _timed(timings, "gradient"):
-            N = checked_mode_partial(oracle0, Y, i, step)
-        with _timed(timings, "k_parametrization"):
-            if variant == "k_step":
-                Q, _, _ = k_parametrization(Y, i)
-                new_directions = k_gradient(N, Q)
-            else:
-                new_directions = u_gradient(N, Y.core, i)
-        with _timed(timings, "augment"):
-            U_hat, M_hat = augment_basis(U, new_directions)
-        U_hats.append(U_hat)
-        M_hats.append(M_hat)
+    U_hats, M_hats = augmented_bases(Y, oracle0, variant, name=name, timings=timings,
+                                     caller="tdlrt_step")
     C_hat0 = multi_mode_product(Y.core, M_hats)
 
     with _timed(timings, "gradient"):

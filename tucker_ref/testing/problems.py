@@ -26,8 +26,8 @@ Every problem ``p`` offers
     gradient step of size ``λ`` from ``A_k`` lands exactly on ``A_{k+1}`` (spec §4
     exactness (b)).
 
-Measurement helpers serve the guarantee tests: :func:`augmented_bases` (the space
-``V = ⊗ span Û_i`` of a TDLRT step) and :func:`subspace_projection` (``Π``).
+A measurement helper serves the guarantee tests: :func:`subspace_projection` (``Π`` onto
+``V = ⊗ span Û_i``, the bases from :func:`tucker_ref.integrators.steps.augmented_bases`).
 
 Package code never imports this module (it is part of ``tucker_ref.testing``; the random
 constructors reuse the core and factor builders of :mod:`tucker_ref.testing.strategies`).
@@ -41,8 +41,6 @@ import numbers
 import numpy as np
 
 from .._checks import as_float_array, check_nonneg, check_positive_int, check_ranks
-from ..integrators.oracle import DenseGradient
-from ..integrators.substeps import augment_basis, k_gradient, k_parametrization, u_gradient
 from ..truncation import feasible_ranks, is_feasible
 from ..tucker import TuckerTensor, multi_mode_product, unfold
 from .strategies import conditioned_core, random_orthonormal
@@ -407,33 +405,6 @@ class MovingTarget:
 # ---------------------------------------------------------------------------------------
 # measurement helpers for the guarantee tests
 # ---------------------------------------------------------------------------------------
-def augmented_bases(Y: TuckerTensor, G, variant: str = "k_step") -> list:
-    """The augmented bases ``Û_i`` that ``tdlrt_step`` builds at ``Y`` for the gradient ``G``.
-
-    Assembled from the public substeps exactly as spec §3 step 1 prescribes (modes at full rank
-    keep ``Û_i = U_i``): ``Û_i = augment_basis(U_i, N_i Q_i)`` for ``"k_step"`` and
-    ``augment_basis(U_i, N_i Mat_i(C)^T)`` for ``"augmented_gradient"``. The guarantee tests need
-    the space ``V = ⊗ span Û_i`` itself (``Π``, the pre-truncation iterate ``Ŷ1 = Y − λΠG``);
-    they check that it is the step's by comparing ``‖G ×_i Û_i^T‖`` with the step's
-    ``proj_grad_norm`` and ``‖Ŷ1 − Y1‖`` with its ``eta``.
-    """
-    if variant not in ("k_step", "augmented_gradient"):
-        raise ValueError(f"variant must be 'k_step' or 'augmented_gradient', got {variant!r}")
-    oracle = DenseGradient(G, Y, name="G")
-    bases = []
-    for i, U in enumerate(Y.factors):
-        if U.shape[1] == U.shape[0]:
-            bases.append(U)
-            continue
-        N = oracle.mode_partial_gradient(i)
-        if variant == "k_step":
-            new = k_gradient(N, k_parametrization(Y, i)[0])
-        else:
-            new = u_gradient(N, Y.core, i)
-        bases.append(augment_basis(U, new)[0])
-    return bases
-
-
 def core_with_mode_spectrum(rng: np.random.Generator, singular_values, m: int | None = None) -> np.ndarray:
     """A core whose mode-0 unfolding has exactly the given singular values ``σ_1 … σ_r``.
 
@@ -474,7 +445,6 @@ __all__ = [
     "QuadraticRegression",
     "SoftmaxRegression",
     "TuckerRegression",
-    "augmented_bases",
     "core_with_mode_spectrum",
     "subspace_projection",
 ]
