@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_float_array, check_mode
-from ..tucker import TuckerTensor, multi_mode_product, unfold
+from .._checks import as_float_array
+from ..gradient_oracle import GradientOracle
+from ..tucker import TuckerTensor, multi_mode_product
 
 
 def is_gradient_oracle(obj) -> bool:
@@ -40,7 +41,7 @@ def is_gradient_oracle(obj) -> bool:
     return callable(getattr(obj, "core_gradient", None)) and callable(getattr(obj, "mode_partial_gradient", None))
 
 
-class DenseGradient:
+class DenseGradient(GradientOracle):
     """Gradient oracle holding the dense Euclidean gradient ``G`` (the theory path).
 
     Parameters
@@ -70,44 +71,8 @@ class DenseGradient:
     def shape(self) -> tuple[int, ...]:
         return self.G.shape
 
-    @property
-    def ndim(self) -> int:
-        return self.G.ndim
-
-    def _check_bases(self, bases, name: str) -> list:
-        if isinstance(bases, np.ndarray) or not isinstance(bases, (list, tuple)):
-            raise TypeError(f"{name} must be a list of {self.ndim} matrices (or None), got {type(bases).__name__}")
-        if len(bases) != self.ndim:
-            raise ValueError(f"{name} must have one entry per mode ({self.ndim}), got {len(bases)}")
-        out = []
-        for i, B in enumerate(bases):
-            if B is not None:
-                B = as_float_array(B, f"{name}[{i}]", ndim=2)
-                if B.shape[0] != self.shape[i]:
-                    raise ValueError(
-                        f"{name}[{i}] must be None or a matrix with n_{i} = {self.shape[i]} rows, got shape {B.shape}"
-                    )
-            out.append(B)
-        return out
-
-    def core_gradient(self, bases) -> np.ndarray:
-        """``G ×_1 B_1^T ⋯ ×_d B_d^T``, shape ``(k_1, …, k_d)`` (``None`` = identity)."""
-        return multi_mode_product(self.G, self._check_bases(bases, "bases"), transpose=True)
-
-    def mode_partial_gradient(self, mode: int, factors=None) -> np.ndarray:
-        """``N_i = Mat_i(G ×_{j≠i} U_j^T)``, shape ``(n_i, ∏_{j≠i} r_j)`` (spec §3 step 1b).
-
-        Defined through :meth:`core_gradient` with identity in mode ``i``; ``factors`` defaults
-        to the factors of ``point``.
-        """
-        mode = check_mode(mode, self.ndim)
-        if factors is None:
-            if self.point is None:
-                raise ValueError("factors is required: this DenseGradient was built without a point")
-            factors = self.point.factors
-        bases = self._check_bases(list(factors), "factors")
-        bases[mode] = None
-        return unfold(self.core_gradient(bases), mode)
+    def _projected(self, bases: list) -> np.ndarray:
+        return multi_mode_product(self.G, bases, transpose=True)
 
     def dense_gradient(self) -> np.ndarray:
         """``G`` (no copy)."""
