@@ -29,7 +29,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from bench_layers import interleaved_medians
+from bench_layers import timed_in_turns
 
 from tucker_ref.data import iterate_minibatches
 from tucker_ref.nn.functional import softmax_cross_entropy
@@ -131,7 +131,8 @@ def main(argv=None) -> int:
               f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         print(f"settled ranks {ranks}, tau {tau}, batch {BATCH}, {args.dtype}, median of {args.repeats}")
-        medians = interleaved_medians({"full": full.step, "tdlrt": tdlrt.step}, args.repeats)
+        medians = {name: t.median for name, t in
+                   timed_in_turns({"full": full.step, "tdlrt": tdlrt.step}, args.repeats).items()}
         print(f"load average after: {os.getloadavg()[0]:.2f}\n")
 
     result = {"ranks": ranks, "tau": tau, "dtype": args.dtype, "repeats": args.repeats,
