@@ -8,7 +8,7 @@ also used by tests/test_crosscheck_torch_functional.py.
 
 import numpy as np
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from tucker_ref.nn import functional as F

@@ -76,6 +76,7 @@ def test_every_method_writes_the_documented_files(tmp_path, method):
     assert len(epochs) == 1 and EPOCH_KEYS <= set(epochs[0]) and not epochs[0]["partial"]
     assert SUMMARY_KEYS <= set(saved) and saved["status"] == "completed" and saved["steps"] == 2
     assert saved["final"]["test_accuracy"] == epochs[0]["test_accuracy"]
+    assert summary["final"] == saved["final"]  # what train() returns is what it wrote
     assert "MNIST 5k subset" in saved["dataset"] and "4000/1000" in saved["dataset"]
     assert ckpt.has_checkpoint(tmp_path)
     assert all(np.isfinite(r["loss"]) for r in steps)
@@ -389,16 +390,19 @@ def test_jsonl_helpers(tmp_path):
 def test_sweep_script_smoke_run(tmp_path):
     """validation/sweep_mnist.py --quick: every run completes, the table and plots are written."""
     script = Path(__file__).resolve().parents[1] / "validation" / "sweep_mnist.py"
-    result = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--quick"], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--quick", "--naive-lrs", "0.05",
+                             "0.02"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     table = json.loads((tmp_path / "results.json").read_text())
     labels = [g["label"] for g in table["groups"]]
-    assert labels == ["full", "tdlrt tau=0.05", "tdlrt tau=0.1", "naive-tucker @ tdlrt tau=0.05 ranks",
-                      "naive-tucker @ tdlrt tau=0.1 ranks"]
+    assert labels == ["full", "tdlrt tau=0.05", "tdlrt tau=0.1", "naive-tucker lr=0.05 @ tdlrt tau=0.05 ranks",
+                      "naive-tucker lr=0.05 @ tdlrt tau=0.1 ranks", "naive-tucker lr=0.02 @ tdlrt tau=0.05 ranks",
+                      "naive-tucker lr=0.02 @ tdlrt tau=0.1 ranks"]
     assert all(g["completed"] == g["runs"] == 1 for g in table["groups"])
     runs = {r["name"]: r for r in table["runs"]}
     for tau in ("0.05", "0.1"):  # equal compression by construction
         assert runs[f"naive-tucker-tau{tau}-seed0"]["ranks"] == runs[f"tdlrt-tau{tau}-seed0"]["ranks"]
-    for name in ("results.csv", "runs.csv", "results.md", "accuracy_vs_compression.png", "curves.png"):
+        assert runs[f"naive-tucker-lr0.02-tau{tau}-seed0"]["ranks"] == runs[f"tdlrt-tau{tau}-seed0"]["ranks"]
+    assert {runs[f"naive-tucker-lr0.02-tau{tau}-seed0"]["lr"] for tau in ("0.05", "0.1")} == {0.02}
+    for name in ("results.csv", "runs.csv", "results.md", "accuracy_vs_compression.png", "curves.png", "curves_naive.png"):
         assert (tmp_path / name).stat().st_size > 0

@@ -1,11 +1,13 @@
 """τ sweep of TDLRT on the embedded MNIST subset, with the full and naive-Tucker baselines.
 
     python validation/sweep_mnist.py --out DIR [--epochs E] [--taus 0.05 0.1 0.2 0.3]
-                                     [--seeds 0 1 2] [--init-rank 1.0] [--jobs 2] [--quick]
+                                     [--seeds 0 1 2] [--init-rank 1.0] [--naive-lrs 0.05 0.01]
+                                     [--jobs 2] [--quick]
 
 For every seed: one ``full`` run (dense LeNet5), one ``tdlrt`` run per τ, and for every τ one
 ``naive-tucker`` run at the ranks that the TDLRT run of the same seed and τ ended with (so
-the two are compared at equal compression; only the training method differs). Each run is
+the two are compared at equal compression; only the training method differs), at the trainer's
+lr and at every lr of ``--naive-lrs``. Each run is
 ``tucker_ref.training.train`` with the trainer's defaults (lr 0.05, momentum 0.9, batch 128,
 4000/1000 split of the embedded subset) in its own directory ``DIR/runs/<name>``; a run
 whose ``summary.json`` says ``completed`` is not repeated, an interrupted one is resumed, so
@@ -19,7 +21,8 @@ Writes into ``DIR``:
 * ``runs.csv`` — one row per run;
 * ``results.md`` — the table in Markdown (for docs/results.md);
 * ``accuracy_vs_compression.png`` — accuracy against conv compression, mean ± std over seeds;
-* ``curves.png`` — loss and test accuracy against steps, first seed, every method.
+* ``curves.png`` / ``curves_naive.png`` — loss and test accuracy against steps, first seed: full
+  and TDLRT / full and naive Tucker.
 
 Threads: each run uses one BLAS thread (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS`` default to 1 here, before NumPy is imported, unless set) and ``--jobs``
@@ -60,6 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-rank", default="1.0",
                    help="initial ranks of TDLRT (fraction, integer or per-layer spec; default 1.0 = full rank, so "
                         "that τ alone decides the ranks; smaller values start cheaper and lower)")
+    p.add_argument("--naive-lrs", type=float, nargs="+", default=None,
+                   help="learning rates of the naive-Tucker runs (default: the trainer's lr, the same as TDLRT's); "
+                        "naive factor training is less stable, so a smaller lr gives it a fair chance")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 taus, 1 seed, init rank 0.2, 2 epochs on 512 images")
     args = p.parse_args(argv)
@@ -95,10 +101,11 @@ def ranks_spec(ranks: dict) -> str:
     return ",".join(f"{layer}={'x'.join(str(r) for r in shape)}" for layer, shape in ranks.items())
 
 
-def job(method: str, seed: int, tau, settings: dict) -> dict:
-    name = method + ("" if tau is None else f"-tau{tau:g}") + f"-seed{seed}"
-    return {"name": name, "method": method, "tau": tau, "seed": seed,
-            "settings": {**settings, "method": method, "seed": seed}}
+def job(method: str, seed: int, tau, settings: dict, lr=None) -> dict:
+    """One run; ``lr`` (``None``: the trainer's default) goes into the name only when given."""
+    name = method + ("" if lr is None else f"-lr{lr:g}") + ("" if tau is None else f"-tau{tau:g}") + f"-seed{seed}"
+    return {"name": name, "method": method, "tau": tau, "seed": seed, "lr": lr,
+            "settings": {**settings, "method": method, "seed": seed, **({} if lr is None else {"lr": lr})}}
 
 
 def run_all(args, jobs: list) -> dict:
@@ -144,7 +151,10 @@ def main(argv=None) -> int:
               for t in args.taus for s in args.seeds]
     print("phase 1: full and TDLRT runs", flush=True)
     results = run_all(args, first)
-    second = [job("naive-tucker", j["seed"], j["tau"], {**base, "init_rank": ranks_spec(results[j["name"]]["ranks"])})
+    default_lr = TrainConfig().lr
+    naive_lrs = [None if lr == default_lr else lr for lr in (args.naive_lrs or [default_lr])]
+    second = [job("naive-tucker", j["seed"], j["tau"], {**base, "init_rank": ranks_spec(results[j["name"]]["ranks"])}, lr)
+              for lr in naive_lrs
               for j in first if j["method"] == "tdlrt" and results[j["name"]]["status"] == "completed"]
     print("phase 2: naive Tucker at the ranks TDLRT ended with", flush=True)
     results.update(run_all(args, second))
@@ -153,7 +163,8 @@ def main(argv=None) -> int:
     for j in first + second:
         s = results[j["name"]]
         per_run.append({
-            "name": j["name"], "method": j["method"], "tau": j["tau"], "seed": j["seed"], "status": s["status"],
+            "name": j["name"], "method": j["method"], "tau": j["tau"], "seed": j["seed"], "lr": j["lr"],
+            "status": s["status"],
             "accuracy": (s.get("final") or {}).get("test_accuracy"),
             "conv_compression": (s.get("compression") or {}).get("conv"),
             "network_compression": (s.get("compression") or {}).get("network"),
@@ -161,9 +172,10 @@ def main(argv=None) -> int:
         })
     groups: dict = {}
     for r in per_run:
+        lr = "" if r["method"] != "naive-tucker" else f" lr={default_lr if r['lr'] is None else r['lr']:g}"
         label = r["method"] if r["tau"] is None else (
-            f"tdlrt tau={r['tau']:g}" if r["method"] == "tdlrt" else f"naive-tucker @ tdlrt tau={r['tau']:g} ranks")
-        groups.setdefault((r["method"], label), []).append(r)
+            f"tdlrt tau={r['tau']:g}" if r["method"] == "tdlrt" else f"naive-tucker{lr} @ tdlrt tau={r['tau']:g} ranks")
+        groups.setdefault((r["method"] + lr, label), []).append(r)
     table = [{"group": method, "label": label, "note": "" if rows[0]["tau"] is None else f"τ={rows[0]['tau']:g}",
               **summarize(rows)} for (method, label), rows in groups.items()]
 
@@ -177,15 +189,27 @@ def main(argv=None) -> int:
 
     plotted = [dict(r, compression_mean=r["conv_compression_mean"], compression_std=r["conv_compression_std"])
                for r in table if r["accuracy_mean"] is not None]
-    plot_accuracy_vs_compression(plotted, args.out / "accuracy_vs_compression.png")
-    curves = {}
+    # Naive rows sit at the compression of the TDLRT row of their τ: only TDLRT points get a τ label.
+    plotted = [dict(r, note=r["note"] if r["group"] == "tdlrt" else "") for r in plotted]
+    # The zoom spans full and TDLRT; a collapsed naive run (10%) would otherwise flatten everything.
+    ours = [r for r in plotted if r["group"] in ("full", "tdlrt")]
+    low = min(100 * (r["accuracy_mean"] - r["accuracy_std"]) for r in ours)
+    high = max(100 * (r["accuracy_mean"] + r["accuracy_std"]) for r in ours)
+    zoom = (float(np.floor(low)) - 1, min(100.0, float(np.ceil(high)) + 0.5))
+    plot_accuracy_vs_compression(plotted, args.out / "accuracy_vs_compression.png", zoom=zoom)
+    curves: dict = {"curves.png": {}, "curves_naive.png": {}}
     for j in first + second:
         if j["seed"] == args.seeds[0]:
             run_dir = args.out / "runs" / j["name"]
-            curves[j["name"].rsplit("-seed", 1)[0]] = (read_jsonl(run_dir / "steps.jsonl"),
-                                                      read_jsonl(run_dir / "metrics.jsonl"))
-    plot_curves(curves, args.out / "curves.png")
-    print(f"wrote {args.out}/results.csv, results.json, results.md, runs.csv, accuracy_vs_compression.png, curves.png")
+            records = (read_jsonl(run_dir / "steps.jsonl"), read_jsonl(run_dir / "metrics.jsonl"))
+            label = j["name"].rsplit("-seed", 1)[0]
+            for file in (["curves_naive.png"] if j["method"] == "naive-tucker" else
+                         ["curves.png", "curves_naive.png"] if j["method"] == "full" else ["curves.png"]):
+                curves[file][label] = records
+    for file, runs in curves.items():
+        plot_curves(runs, args.out / file)
+    print(f"wrote {args.out}/results.csv, results.json, results.md, runs.csv, accuracy_vs_compression.png, "
+          "curves.png (full and TDLRT), curves_naive.png (full and naive Tucker), first seed")
     return 0
 
 

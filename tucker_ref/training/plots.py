@@ -91,7 +91,7 @@ def plot_core_spectra(spectra: dict, path) -> Path | None:
     return Path(path)
 
 
-def plot_accuracy_vs_compression(rows: list, path) -> Path:
+def plot_accuracy_vs_compression(rows: list, path, *, zoom: tuple | None = None) -> Path:
     """Test accuracy (mean ± std over seeds) against conv compression (mean ± std), one point per row.
 
     Parameters
@@ -99,24 +99,39 @@ def plot_accuracy_vs_compression(rows: list, path) -> Path:
     rows : list of dict with ``label``, ``accuracy_mean``, ``accuracy_std``,
         ``compression_mean``, ``compression_std`` (fractions; plotted in %), and ``group``
         (rows of one group, e.g. the τ values of TDLRT, are joined by a line); optional ``note``,
-        the point's annotation (default ``label``).
+        the point's annotation (default ``label``). Uncompressed rows (compression 0, the dense
+        baseline) are drawn as a horizontal line with a ±std band, so that the axis spans the
+        compressed runs only.
+    zoom : (low, high), optional
+        Accuracy range in % of a second panel with the same content, for when a failed run
+        (e.g. a diverged baseline at 10%) stretches the first one.
     """
-    fig, (ax,) = _figure(size=(6.4, 4.6))
+    fig, axes = _figure(ncols=1 if zoom is None else 2, size=(6.4, 4.6))
+    dense = [r for r in rows if r["compression_mean"] == 0]
     groups: dict = {}
     for row in rows:
-        groups.setdefault(row.get("group", row["label"]), []).append(row)
-    for group, members in groups.items():
-        members = sorted(members, key=lambda r: r["compression_mean"])
-        ax.errorbar([100 * r["compression_mean"] for r in members], [100 * r["accuracy_mean"] for r in members],
-                    xerr=[100 * r["compression_std"] for r in members], yerr=[100 * r["accuracy_std"] for r in members],
-                    fmt="o-" if len(members) > 1 else "s", capsize=3, label=group)
-        for r in members:
-            ax.annotate(r.get("note", r["label"]), (100 * r["compression_mean"], 100 * r["accuracy_mean"]),
-                        fontsize="x-small",
-                        xytext=(4, -10), textcoords="offset points")
-    ax.set(xlabel="conv-layer compression (%)", ylabel="test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+        if row["compression_mean"] != 0:
+            groups.setdefault(row.get("group", row["label"]), []).append(row)
+    for ax in axes:
+        for i, r in enumerate(dense):
+            mean, std = 100 * r["accuracy_mean"], 100 * r["accuracy_std"]
+            ax.axhline(mean, color=f"C{i}", ls="--", lw=1, label=f"{r['label']} (uncompressed)")
+            ax.axhspan(mean - std, mean + std, color=f"C{i}", alpha=0.15)
+        for j, (group, members) in enumerate(groups.items(), start=len(dense)):
+            members = sorted(members, key=lambda r: r["compression_mean"])
+            ax.errorbar([100 * r["compression_mean"] for r in members], [100 * r["accuracy_mean"] for r in members],
+                        xerr=[100 * r["compression_std"] for r in members],
+                        yerr=[100 * r["accuracy_std"] for r in members], fmt="o-" if len(members) > 1 else "s",
+                        capsize=3, color=f"C{j}", label=group)
+            for r in members:
+                ax.annotate(r.get("note", r["label"]), (100 * r["compression_mean"], 100 * r["accuracy_mean"]),
+                            fontsize="x-small", xytext=(4, -10), textcoords="offset points")
+        ax.set(xlabel="conv-layer compression (%)", ylabel="test accuracy (%)")
+        ax.grid(alpha=0.3)
+    if zoom is not None:
+        axes[1].set_ylim(*zoom)
+        axes[1].set_title(f"zoom: {zoom[0]:g}-{zoom[1]:g}%", fontsize="small")
+    axes[0].legend(fontsize="small")
     fig.savefig(path, dpi=110)
     return Path(path)
 
