@@ -88,26 +88,35 @@ def lenet_params(dtype, seed=0) -> dict[str, np.ndarray]:
     return params
 
 
-def lenet_forward_backward(p, x, labels):
-    """Loss and gradients of LeNet5 for one batch (each kernel called once)."""
-    c1 = F.conv2d(x, p["conv1.w"], p["conv1.b"])
-    a1 = F.relu(c1)
-    p1, pool1 = F.max_pool2d(a1, 2)
-    c2 = F.conv2d(p1, p["conv2.w"], p["conv2.b"])
-    a2 = F.relu(c2)
-    p2, pool2 = F.max_pool2d(a2, 2)
-    f = F.flatten(p2)
-    h = F.linear(f, p["fc1.w"], p["fc1.b"])
-    a3 = F.relu(h)
-    z = F.linear(a3, p["fc2.w"], p["fc2.b"])
-    loss, dz = F.softmax_cross_entropy(z, labels)
+def lenet_forward_backward(p, x, labels, keep: dict | None = None):
+    """Loss and gradients of LeNet5 for one batch (each kernel called once).
+
+    ``keep``, when given, receives every intermediate array (activations, pooling caches and
+    their gradients) under the names :func:`kernel_breakdown` replays the kernels on.
+    """
+    v = {} if keep is None else keep
+    v["c1"] = F.conv2d(x, p["conv1.w"], p["conv1.b"])
+    v["a1"] = F.relu(v["c1"])
+    v["p1"], v["pool1"] = F.max_pool2d(v["a1"], 2)
+    v["c2"] = F.conv2d(v["p1"], p["conv2.w"], p["conv2.b"])
+    v["a2"] = F.relu(v["c2"])
+    v["p2"], v["pool2"] = F.max_pool2d(v["a2"], 2)
+    v["f"] = F.flatten(v["p2"])
+    v["h"] = F.linear(v["f"], p["fc1.w"], p["fc1.b"])
+    v["a3"] = F.relu(v["h"])
+    v["z"] = F.linear(v["a3"], p["fc2.w"], p["fc2.b"])
+    loss, v["dz"] = F.softmax_cross_entropy(v["z"], labels)
     g = {}
-    da3, g["fc2.w"], g["fc2.b"] = F.linear_backward(dz, a3, p["fc2.w"])
-    df, g["fc1.w"], g["fc1.b"] = F.linear_backward(F.relu_backward(da3, h), f, p["fc1.w"])
-    da2 = F.max_pool2d_backward(F.flatten_backward(df, p2.shape), pool2)
-    dp1, g["conv2.w"], g["conv2.b"] = F.conv2d_backward(F.relu_backward(da2, c2), p1, p["conv2.w"])
-    da1 = F.max_pool2d_backward(dp1, pool1)
-    _, g["conv1.w"], g["conv1.b"] = F.conv2d_backward(F.relu_backward(da1, c1), x, p["conv1.w"], need_dx=False)
+    v["da3"], g["fc2.w"], g["fc2.b"] = F.linear_backward(v["dz"], v["a3"], p["fc2.w"])
+    v["dh"] = F.relu_backward(v["da3"], v["h"])
+    v["df"], g["fc1.w"], g["fc1.b"] = F.linear_backward(v["dh"], v["f"], p["fc1.w"])
+    v["dp2"] = F.flatten_backward(v["df"], v["p2"].shape)
+    v["da2"] = F.max_pool2d_backward(v["dp2"], v["pool2"])
+    v["dc2"] = F.relu_backward(v["da2"], v["c2"])
+    v["dp1"], g["conv2.w"], g["conv2.b"] = F.conv2d_backward(v["dc2"], v["p1"], p["conv2.w"])
+    v["da1"] = F.max_pool2d_backward(v["dp1"], v["pool1"])
+    v["dc1"] = F.relu_backward(v["da1"], v["c1"])
+    _, g["conv1.w"], g["conv1.b"] = F.conv2d_backward(v["dc1"], x, p["conv1.w"], need_dx=False)
     return loss, g
 
 
@@ -120,26 +129,11 @@ def numpy_step(p, x, labels):
 
 def kernel_breakdown(p, x, labels, repeats):
     """Median time of each kernel call of one float32 step, in the order of the step."""
-    c1 = F.conv2d(x, p["conv1.w"], p["conv1.b"])
-    a1 = F.relu(c1)
-    p1, pool1 = F.max_pool2d(a1, 2)
-    c2 = F.conv2d(p1, p["conv2.w"], p["conv2.b"])
-    a2 = F.relu(c2)
-    p2, pool2 = F.max_pool2d(a2, 2)
-    f = F.flatten(p2)
-    h = F.linear(f, p["fc1.w"], p["fc1.b"])
-    a3 = F.relu(h)
-    z = F.linear(a3, p["fc2.w"], p["fc2.b"])
-    _, dz = F.softmax_cross_entropy(z, labels)
-    da3 = F.linear_backward(dz, a3, p["fc2.w"])[0]
-    dh = F.relu_backward(da3, h)
-    df = F.linear_backward(dh, f, p["fc1.w"])[0]
-    dp2 = F.flatten_backward(df, p2.shape)
-    da2 = F.max_pool2d_backward(dp2, pool2)
-    dc2 = F.relu_backward(da2, c2)
-    dp1 = F.conv2d_backward(dc2, p1, p["conv2.w"])[0]
-    da1 = F.max_pool2d_backward(dp1, pool1)
-    dc1 = F.relu_backward(da1, c1)
+    v = {}
+    lenet_forward_backward(p, x, labels, keep=v)
+    c1, a1, p1, pool1, c2, a2, p2, pool2 = (v[k] for k in ("c1", "a1", "p1", "pool1", "c2", "a2", "p2", "pool2"))
+    f, h, a3, z, dz, da3, dh = (v[k] for k in ("f", "h", "a3", "z", "dz", "da3", "dh"))
+    dp2, da2, dc2, dp1, da1, dc1 = (v[k] for k in ("dp2", "da2", "dc2", "dp1", "da1", "dc1"))
     calls = {
         "conv1 forward": lambda: F.conv2d(x, p["conv1.w"], p["conv1.b"]),
         "relu1 fwd+bwd": lambda: (F.relu(c1), F.relu_backward(da1, c1)),
