@@ -165,6 +165,32 @@ def test_tucker_conv_gradients_match_central_differences(case):
 # ---------------------------------------------------------------------------------------
 # Tucker conv gradient oracle
 # ---------------------------------------------------------------------------------------
+@given(conv_cases(), st.integers(0, 2), st.integers(0, 2))
+def test_conv_oracle_s_step_gradient_from_kept_products(case, k_out, k_in):
+    # After mode partials at factors U, a core gradient at bases [U, V] is assembled from the
+    # kept channel products (plus one conv of the V_out × V_in block): it must equal the direct
+    # projection of G for any number of new columns (0 included), with both products kept or
+    # only G ×_2 U_in^T (the mode-1 partial alone, as for a conv with a frozen input mode);
+    # bases that do not extend U (first column changed) take the direct path.
+    T, x, dy, geo, rng = case["T"], case["x"], case["dy"], case["geo"], case["rng"]
+    G = conv2d_backward(dy, x, T.full(), need_dx=False, **geo)[1]
+    factors = [rng.standard_normal(U.shape) for U in T.factors]
+    extended = [np.concatenate([U, rng.standard_normal((U.shape[0], k))], axis=1)
+                for U, k in zip(factors[:2], (k_out, k_in))] + [rng.standard_normal(U.shape) for U in T.factors[2:]]
+    other = [B.copy() for B in extended]
+    other[1][:, 0] += 1.0
+    both, only_in = TuckerConvGradient(x, dy, T, **geo), TuckerConvGradient(x, dy, T, **geo)
+    both.mode_partial_gradients(factors)
+    only_in.mode_partial_gradient(0, factors)
+    assert set(both._products) == {"in", "out"} and set(only_in._products) == {"in"}
+    for bases in (extended, other, [extended[0], None, *extended[2:]]):
+        want = multi_mode_product(G, bases, transpose=True)
+        for oracle in (both, only_in, TuckerConvGradient(x, dy, T, **geo)):
+            assert rel(oracle.core_gradient(bases), want) <= EXACT
+    assert both._kept_prefix("in", extended[1]) is not None
+    assert both._kept_prefix("in", other[1]) is None
+
+
 @given(conv_cases(), basis_kinds)
 def test_conv_oracle_core_gradient_equals_projected_dense_gradient(case, kinds):
     T, x, dy, geo, rng = case["T"], case["x"], case["dy"], case["geo"], case["rng"]

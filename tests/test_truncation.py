@@ -16,6 +16,7 @@ from tucker_ref.truncation import (
     rank_for_tolerance,
     recompress_to_feasible,
     tail_norms,
+    unfolding_svds,
 )
 from tucker_ref.tucker import multi_mode_product, unfold
 from tucker_ref.testing.oracles import relative_error
@@ -98,6 +99,23 @@ def test_left_singular_sign_rule_and_factorization(seed, m, n):
     # P spans the column space with the right weights: ‖P^T A‖ rows have norms s
     assert relative_error(np.linalg.norm(P.T @ A, axis=1), s) <= 100 * EPS
 
+
+
+@given(seeds(), st.lists(st.integers(1, 6), min_size=2, max_size=3))
+def test_unfolding_svds_match_left_singular_per_mode(seed, shape):
+    # For a matrix both modes come from one SVD (the right vectors serve mode 1): the same
+    # singular values and, with distinct values, the same sign-fixed vectors as an SVD of C^T.
+    C = np.random.default_rng(seed).standard_normal(shape)
+    got = unfolding_svds(C)
+    assert len(got) == C.ndim
+    for i, (P, s) in enumerate(got):
+        P_want, s_want = left_singular(unfold(C, i))
+        assert P.shape == P_want.shape
+        assert relative_error(s, s_want) <= 10 * EPS
+        assert relative_error(np.linalg.norm(P.T @ unfold(C, i), axis=1), s) <= 100 * EPS
+        gaps = np.diff(s_want)
+        if gaps.size == 0 or np.min(np.abs(gaps)) > 1e-6 * s_want[0]:
+            assert relative_error(P, P_want) <= 1e-8
 
 # -- feasibility ------------------------------------------------------------------------------------
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=3))

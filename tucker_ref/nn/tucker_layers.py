@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_mode
 from ..gradient_oracle import GradientOracle
 from ..tucker import TuckerTensor, mode_product, multi_mode_product, unfold
 from .functional import _conv_geometry, conv2d, conv2d_backward, conv2d_weight_backward
@@ -328,9 +328,12 @@ class TuckerConvGradient(GradientOracle):
         + 2·k_1·k_2·k_3·kw·(kh + k_4)    spatial bases (negligible)
 
     against ``2·N·out·in·kh·kw·P·Q`` for :meth:`dense_gradient` alone (plus the projections).
-    ``mode_partial_gradient(i)`` is one such call; :meth:`mode_partial_gradients` gets all four
-    for the price of two. The object keeps references to ``x`` and ``dy`` and caches nothing
-    between calls.
+    :meth:`mode_partial_gradient` keeps the channel product its conv computed, ``G ×_2 U_in^T``
+    (modes 1, 3, 4) or ``G ×_1 U_out^T`` (mode 2), so the four partials cost two convs. A later
+    ``core_gradient`` whose channel bases extend those factors, ``B = [U, V]`` (the augmented
+    bases of the S-step, spec §3 step 2), is assembled from them and needs one conv only for
+    the ``V_out × V_in`` block (see :meth:`_projected`). These products are the only state kept
+    between calls; each depends on nothing but ``(x, dy)`` and the factor it was computed with.
     """
 
     def __init__(self, x, dy, T, *, stride=1, padding=0, dilation=1):
@@ -341,36 +344,78 @@ class TuckerConvGradient(GradientOracle):
         self.point = T
         self.shape = T.shape
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        self._products: dict = {}  # "out" / "in" -> (U, G ×_1 U^T / G ×_2 U^T)
 
     def _weight_gradient(self, dy, x) -> np.ndarray:
         return conv2d_weight_backward(dy, x, self.shape[2:], stride=self.stride, padding=self.padding,
                                       dilation=self.dilation)
 
-    def _projected(self, bases: list) -> np.ndarray:
-        # Project the data first, so the one conv weight-gradient GEMM is only k_1 × k_2·kh·kw.
-        B_out, B_in, B_h, B_w = bases
+    def _channel_projected(self, B_out, B_in) -> np.ndarray:
+        """``G ×_1 B_out^T ×_2 B_in^T`` by one conv of the projected data (the GEMM is only
+        ``k_1 × k_2·kh·kw``); ``None`` is the identity."""
         x = self.x if B_in is None else _channel_matmul(B_in.T, self.x)
         dy = self.dy if B_out is None else _channel_matmul(B_out.T, self.dy)
-        g = self._weight_gradient(dy, x)
-        return multi_mode_product(g, [B_h, B_w], modes=[2, 3], transpose=True)
+        return self._weight_gradient(dy, x)
 
-    def mode_partial_gradients(self, factors=None) -> list[np.ndarray]:
-        """``[N_1, N_2, N_3, N_4]`` with two weight-gradient convs instead of four.
+    def _channel_product(self, side: str, U) -> np.ndarray:
+        """``G ×_1 U^T`` (``side="out"``) or ``G ×_2 U^T`` (``"in"``), reused while ``U`` is unchanged."""
+        kept = self._products.get(side)
+        if kept is None or kept[0].shape != U.shape or not np.array_equal(kept[0], U):
+            product = self._channel_projected(U, None) if side == "out" else self._channel_projected(None, U)
+            # A copy: a later in-place edit of U must not make the comparison above lie.
+            kept = self._products[side] = (U.copy(), product)
+        return kept[1]
 
-        ``N_1``, ``N_3`` and ``N_4`` all come from ``H = G ×_2 U_in^T`` (shape
-        ``(out, r_in, kh, kw)``, one conv on ``U_in^T x`` with the full ``dy``) by small mode
-        products; ``N_2`` needs ``G ×_1 U_out^T`` (one conv on ``x``).
-        """
+    def _kept_prefix(self, side: str, B):
+        """``(G ×_i U^T, V)`` if a product for ``side`` is kept and ``B = [U, V]``, else ``None``."""
+        kept = self._products.get(side)
+        if kept is None or B is None:
+            return None
+        U, product = kept
+        r = U.shape[1]
+        if B.shape[1] < r or not np.array_equal(B[:, :r], U):
+            return None
+        return product, B[:, r:]
+
+    def mode_partial_gradient(self, mode: int, factors=None) -> np.ndarray:
+        """``N_i = Mat_i(G ×_{j≠i} U_j^T)``: one conv for mode 2 (on ``x``, with ``U_out^T dy``), one
+        shared by modes 1, 3 and 4 (on ``U_in^T x``, with the full ``dy``); see the class notes."""
+        mode = check_mode(mode, 4)
         U_out, U_in, U_h, U_w = self._factors_or_point(factors)
-        H = self._projected([None, U_in, None, None])
-        partials = []
-        for mode in range(4):
-            if mode == 1:
-                partials.append(unfold(self._projected([U_out, None, U_h, U_w]), 1))
-            else:
-                others = [None if j == mode else U for j, U in enumerate([U_out, None, U_h, U_w])]
-                partials.append(unfold(multi_mode_product(H, others, transpose=True), mode))
-        return partials
+        if mode == 1:
+            return unfold(multi_mode_product(self._channel_product("out", U_out), [U_h, U_w], modes=[2, 3],
+                                             transpose=True), 1)
+        others = [None if j == mode else U for j, U in enumerate([U_out, None, U_h, U_w])]
+        return unfold(multi_mode_product(self._channel_product("in", U_in), others, transpose=True), mode)
+
+    def _projected(self, bases: list) -> np.ndarray:
+        """``G ×_i B_i^T``. For ``B = [U, V]`` extending the factors of kept products, by blocks::
+
+            B_out^T G B_in = [ B_out^T (G U_in) | [ (U_out^T G) V_in ; V_out^T G V_in ] ]
+
+        (channel modes written as a matrix): the left block and the upper right one are small
+        products of the kept ``G ×_2 U_in^T`` and ``G ×_1 U_out^T``, and only ``V_out^T G V_in``
+        is a new conv, on ``k_out × k_in`` projected channels instead of ``(r_out + k_out) ×
+        (r_in + k_in)``; without new input directions (``k_in = 0``) no conv is needed at all.
+        Equal to the direct computation up to rounding (the same sums in another order; tested).
+        """
+        B_out, B_in, B_h, B_w = bases
+        g = None
+        in_kept = self._kept_prefix("in", B_in) if B_out is not None else None
+        if in_kept is not None:
+            G_U_in, V_in = in_kept
+            left = mode_product(G_U_in, B_out.T, 0)
+            if V_in.shape[1] == 0:
+                g = left
+            elif (out_kept := self._kept_prefix("out", B_out)) is not None:
+                U_out_G, V_out = out_kept
+                lower = (self._channel_projected(V_out, V_in) if V_out.shape[1] else
+                         np.zeros((0, V_in.shape[1]) + self.shape[2:], dtype=left.dtype))
+                right = np.concatenate([mode_product(U_out_G, V_in.T, 1), lower], axis=0)
+                g = np.concatenate([left, right], axis=1)
+        if g is None:
+            g = self._channel_projected(B_out, B_in)
+        return multi_mode_product(g, [B_h, B_w], modes=[2, 3], transpose=True)
 
     def dense_gradient(self) -> np.ndarray:
         """The dense kernel gradient ``G`` of shape ``(out, in, kh, kw)`` (forms it: theory checks and ε only)."""
