@@ -86,8 +86,17 @@ def test_tucker_conv_module_grads_and_oracle():
     dy = rng.standard_normal(layer.forward(x).shape)
     dx = layer.backward(dy)
     dx_ref, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T, **CONV_ARGS)
+    # The core and factor gradients are computed on first read, not by the backward pass.
+    assert not layer.grads.computed
+    assert rel(layer.grads["bias"], db) <= SAME and not layer.grads.computed
     assert rel(dx, dx_ref) <= SAME and rel(layer.grads["core"], dcore) <= SAME
-    assert rel(layer.grads["bias"], db) <= SAME
+    assert layer.grads.computed
+    for i in range(4):
+        assert rel(layer.grads[f"factors.{i}"], dfactors[i]) <= SAME
+    # Without dx the lazy gradients compute dz themselves: the same values.
+    layer.forward(x)
+    assert layer.backward(dy, need_dx=False) is None
+    assert rel(layer.grads["core"], dcore) <= SAME and rel(layer.grads["bias"], db) <= SAME
     for i in range(4):
         assert rel(layer.grads[f"factors.{i}"], dfactors[i]) <= SAME
     assert set(layer.parameters()) == set(layer.grads) == {"core", "factors.0", "factors.1", "factors.2",

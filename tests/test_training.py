@@ -23,7 +23,7 @@ from tucker_ref.nn.layers import Conv2d, Flatten, Linear, Sequential, TuckerConv
 from tucker_ref.nn.models import LENET5_WEIGHT_SHAPES, lenet5
 from tucker_ref.training import TrainConfig, TrainingDiverged, build_model, initial_ranks, load_data, train
 from tucker_ref.training import checkpoint as ckpt
-from tucker_ref.training.methods import FixedRankUpdate, NaiveTuckerUpdate
+from tucker_ref.training.methods import FixedRankUpdate, NaiveTuckerUpdate, make_update_rule
 from tucker_ref.training.metrics import parameter_report
 from tucker_ref.training.runfiles import keep_jsonl, read_jsonl, to_jsonable
 from tucker_ref.tucker import TuckerTensor
@@ -291,6 +291,21 @@ def test_naive_tucker_at_momentum_zero_is_naive_factor_step():
         want_all = [expected[name].core, *expected[name].factors]
         for got, want in zip([layer.weight.core, *layer.weight.factors], want_all):
             assert np.allclose(got, want, rtol=1e-12, atol=1e-14 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("method", ["tdlrt", "naive-tucker"])
+def test_only_naive_training_computes_the_euclidean_factor_gradients(method):
+    # The integrators read the factorized layers through their oracles: a TDLRT step must not
+    # pay for the Euclidean core/factor gradients of the backward pass; naive training reads them.
+    config, model = small_factorized_model(method)
+    one_batch(model)
+    grads = {name: layer.grads for name, layer in model.tucker_layers().items()}
+    assert not any(g.computed for g in grads.values())
+    update = make_update_rule(config)
+    keys = update.gradient_keys(model, model.grads)
+    assert any(k.endswith(".core") for k in keys) == (method == "naive-tucker")
+    update.step(model, 0.05, regrad=None)
+    assert all(g.computed == (method == "naive-tucker") for g in grads.values())
 
 
 def test_fixed_rank_takes_the_s_step_gradient_at_the_projected_point_per_layer():

@@ -26,6 +26,7 @@ from .layers import (
     Conv2d,
     FactorizedModule,
     Flatten,
+    GradientDict,
     Linear,
     LowRankLinear,
     MaxPool2d,

@@ -6,7 +6,9 @@ Every module has
 * ``backward(dy, need_dx=True)`` — returns ``∂L/∂x`` (``None`` when ``need_dx`` is false) and
   *overwrites* ``grads`` with the gradients of the last batch (no accumulation);
 * ``parameters()`` — ``{name: array}``, the live arrays (an in-place update changes the layer);
-* ``grads`` — ``{name: array}`` with the same names, filled by ``backward``.
+* ``grads`` — ``{name: array}`` with the same names, filled by ``backward`` (a read-only
+  mapping; a factorized layer computes its core and factor entries on first access, see
+  :class:`GradientDict`).
 
 There is no optimizer here: the trainer and the integrators own the updates. A factorized
 layer (:class:`TuckerConv2d`, :class:`LowRankLinear`) holds a :class:`TuckerTensor` ``weight``
@@ -19,6 +21,8 @@ input dtype.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -39,8 +43,10 @@ from .functional import (
 from .tucker_layers import (
     LowRankLinearGradient,
     TuckerConvGradient,
+    _channel_matmul,
     _check_tucker,
     _tucker_conv2d_backward_parts,
+    _tucker_conv2d_dz,
     _tucker_conv2d_parts,
     low_rank_linear,
     low_rank_linear_backward,
@@ -49,6 +55,7 @@ from .tucker_layers import (
 __all__ = [
     "Conv2d",
     "FactorizedModule",
+    "GradientDict",
     "Flatten",
     "Linear",
     "LowRankLinear",
@@ -58,6 +65,47 @@ __all__ = [
     "Sequential",
     "TuckerConv2d",
 ]
+
+
+class GradientDict(Mapping):
+    """Read-only ``{name: gradient}`` whose ``lazy_names`` entries are computed on first access.
+
+    A factorized layer's ``backward`` stores the bias gradient at once and defers the
+    Euclidean core and factor gradients (chain rule through ``W = C ×_i U_i``) to the first
+    read of any of them: the integrators never read them (they query the gradient oracle), and
+    for LeNet5's first Tucker conv they cost more than its forward pass. Iterating over the
+    names computes nothing; reading a value, ``values()`` or ``items()`` does.
+    """
+
+    def __init__(self, eager: dict, lazy_names=(), compute=None):
+        self._eager = dict(eager)
+        self._lazy_names = tuple(lazy_names)
+        self._compute = compute
+        self._lazy = None
+
+    def __getitem__(self, name):
+        if name in self._eager:
+            return self._eager[name]
+        if name not in self._lazy_names:
+            raise KeyError(name)
+        if self._lazy is None:
+            self._lazy = self._compute()
+        return self._lazy[name]
+
+    def __iter__(self):
+        yield from self._lazy_names
+        yield from self._eager
+
+    def __len__(self) -> int:
+        return len(self._lazy_names) + len(self._eager)
+
+    @property
+    def computed(self) -> bool:
+        """Whether the lazy entries have been computed (always true without lazy entries)."""
+        return self._lazy is not None or not self._lazy_names
+
+    def __repr__(self) -> str:
+        return f"GradientDict({list(self)}, computed={self.computed})"
 
 
 class Module:
@@ -196,7 +244,7 @@ class FactorizedModule(_ParametrizedModule):
 
     ``parameters()`` and ``grads`` name the pieces ``core``, ``factors.0`` … ``factors.{d-1}``
     and ``bias``; the grads are the Euclidean gradients (chain rule through
-    ``W = C ×_i U_i``). Assigning ``weight`` accepts any ranks but the same shape and dtype,
+    ``W = C ×_i U_i``), computed when first read (:class:`GradientDict`). Assigning ``weight`` accepts any ranks but the same shape and dtype,
     and drops the cached batch and grads (they belong to the old point).
     """
 
@@ -232,9 +280,16 @@ class FactorizedModule(_ParametrizedModule):
         T = self._weight
         return {"core": T.core, **{f"factors.{i}": U for i, U in enumerate(T.factors)}, **self._bias_entry()}
 
-    def _store_grads(self, dy, dcore, dfactors, db):
+    def _store_grads(self, dy, db, euclidean):
+        """Keep ``dy`` for the oracle; ``euclidean()`` returns ``(dcore, dfactors)`` when first needed."""
         self._dy = dy
-        self.grads = {"core": dcore, **{f"factors.{i}": g for i, g in enumerate(dfactors)}, **self._set_bias_grad(db)}
+        names = ["core", *(f"factors.{i}" for i in range(self._order))]
+
+        def compute():
+            dcore, dfactors = euclidean()
+            return dict(zip(names, [dcore, *dfactors]))
+
+        self.grads = GradientDict(self._set_bias_grad(db), names, compute)
 
     def gradient_oracle(self):
         """The gradient oracle (spec §3) of the last forward/backward pass at the current ``weight``."""
@@ -276,10 +331,14 @@ class TuckerConv2d(FactorizedModule):
     def backward(self, dy, need_dx=True):
         x, shape, z, K, v = self._cached()
         dy = self._check_dy(dy, shape)
-        dx, dcore, dfactors, db = _tucker_conv2d_backward_parts(
-            dy, x, self._weight, z, K, v, self.stride, self.padding, self.dilation, need_dx)
-        self._store_grads(dy, dcore, dfactors, db)
-        return dx
+        T, geometry = self._weight, (self.stride, self.padding, self.dilation)
+        dz = _tucker_conv2d_dz(dy, T, K, z.shape, *geometry) if need_dx else None
+
+        def euclidean():
+            return _tucker_conv2d_backward_parts(dy, x, T, z, K, v, *geometry, False, dz=dz)[1:3]
+
+        self._store_grads(dy, dy.sum(axis=(0, 2, 3)), euclidean)
+        return None if dz is None else _channel_matmul(T.factors[1], dz)
 
     def _make_oracle(self, x, dy):
         return TuckerConvGradient(x, dy, self._weight, stride=self.stride, padding=self.padding,
@@ -305,8 +364,9 @@ class LowRankLinear(FactorizedModule):
     def backward(self, dy, need_dx=True):
         x, shape = self._cached()[:2]
         dy = self._check_dy(dy, shape)
+        # Cheap next to the integrator's step (three small GEMMs), so computed with dx.
         dx, dcore, dfactors, db = low_rank_linear_backward(dy, x, self._weight, need_dx=need_dx)
-        self._store_grads(dy, dcore, dfactors, db)
+        self._store_grads(dy, db, lambda: (dcore, dfactors))
         return dx
 
     def _make_oracle(self, x, dy):
@@ -406,7 +466,9 @@ class Sequential(Module):
 
     @property
     def grads(self):
-        return {f"{n}.{k}": v for n, m in self.named_layers() for k, v in m.grads.items()}
+        """``{"layer.name": gradient}`` over all layers, a read-only view: reading a factorized
+        layer's core or factor entry computes it (:class:`GradientDict`), listing names does not."""
+        return _NetworkGradients({f"{n}.{k}": (m.grads, k) for n, m in self.named_layers() for k in m.grads})
 
     @property
     def dtype(self):
@@ -424,3 +486,24 @@ class Sequential(Module):
         for k in range(len(self.layers) - 1, -1, -1):
             dy = self.layers[k].backward(dy, need_dx=need_dx or k > 0)
         return dy
+
+
+class _NetworkGradients(Mapping):
+    """``Sequential.grads``: ``{"layer.name": (grads of the layer, name)}``.
+
+    Holds the layers' ``grads`` mappings of the moment it was made, so it stays the gradient
+    of that backward pass after an update replaces a layer's weight (which clears its grads).
+    """
+
+    def __init__(self, index: dict):
+        self._index = index
+
+    def __getitem__(self, key):
+        grads, name = self._index[key]
+        return grads[name]
+
+    def __iter__(self):
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)

@@ -41,7 +41,7 @@ import numpy as np
 from .._checks import as_float_array, check_mode
 from ..gradient_oracle import GradientOracle
 from ..tucker import TuckerTensor, mode_product, multi_mode_product, unfold
-from .functional import _conv_geometry, conv2d, conv2d_backward, conv2d_weight_backward
+from .functional import _conv_geometry, conv2d, conv2d_backward, conv2d_input_backward, conv2d_weight_backward
 
 __all__ = [
     "GradientOracle",
@@ -127,14 +127,26 @@ def _tucker_conv2d_parts(x, T, b, stride, padding, dilation):
     return y, z, K, v
 
 
-def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx):
-    """Backward from the forward intermediates ``(z, K, v)``; see :func:`tucker_conv2d_backward`."""
+def _tucker_conv2d_dz(dy, T, K, z_shape, stride, padding, dilation):
+    """``dz = conv2d_input_backward(U_out^T dy, K)``: the gradient at ``z = U_in^T x``, so ``dx = U_in dz``."""
+    return conv2d_input_backward(_channel_matmul(T.factors[0].T, dy), K, z_shape, stride=stride, padding=padding,
+                                 dilation=dilation)
+
+
+def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx, dz=None):
+    """Backward from the forward intermediates ``(z, K, v)``; see :func:`tucker_conv2d_backward`.
+
+    ``dz`` (from :func:`_tucker_conv2d_dz`) is reused when the caller has computed it already.
+    """
     U_out, U_in, U_h, U_w = T.factors
     db = dy.sum(axis=(0, 2, 3))
     dU_out = _channel_gram(dy, v)
     dv = _channel_matmul(U_out.T, dy)
-    # dz is needed even when dx is not: dU_in is the 1×1 weight gradient Σ x dz^T.
-    dz, dK, _ = conv2d_backward(dv, z, K, stride=stride, padding=padding, dilation=dilation, need_dx=True)
+    if dz is None:
+        # dz is needed even when dx is not: dU_in is the 1×1 weight gradient Σ x dz^T.
+        dz, dK, _ = conv2d_backward(dv, z, K, stride=stride, padding=padding, dilation=dilation, need_dx=True)
+    else:
+        dK = conv2d_weight_backward(dv, z, K.shape[2:], stride=stride, padding=padding, dilation=dilation)
     dU_in = _channel_gram(x, dz)
     dx = _channel_matmul(U_in, dz) if need_dx else None
     dcore = multi_mode_product(dK, [U_h, U_w], modes=[2, 3], transpose=True)

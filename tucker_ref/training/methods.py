@@ -82,6 +82,10 @@ class UpdateRule:
         """
         raise NotImplementedError
 
+    def gradient_keys(self, model, grads) -> list[str]:
+        """Names in ``model.grads`` that :meth:`step` reads (the trainer checks them for NaN/Inf)."""
+        return list(grads)
+
     def _dense_update(self, model, grads: dict, keys, lr: float) -> None:
         """``param ← dense_step(param, grad)`` for each ``"layer.param"`` key (weights/biases)."""
         for key in keys:
@@ -133,6 +137,9 @@ class _LayerwiseUpdate(UpdateRule):
 
     def layer_step(self, name, layer, oracle, lr, regrad):
         raise NotImplementedError
+
+    def gradient_keys(self, model, grads) -> list[str]:
+        return plain_gradient_keys(model, grads)
 
     def step(self, model, lr, regrad):
         grads = model.grads

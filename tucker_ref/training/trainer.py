@@ -348,10 +348,14 @@ class _Run:
             if not np.isfinite(loss):
                 raise TrainingDiverged(f"loss is {float(loss)} at {self._where()}")
             self.model.backward(dlogits, need_dx=False)
-        for key, g in self.model.grads.items():
-            if not np.all(np.isfinite(g)):
-                raise TrainingDiverged(f"gradient of {key} has NaN/Inf entries at {self._where()} "
-                                       f"(loss {float(loss):.4g})")
+            # Only the gradients the update reads: the integrators take the factorized layers'
+            # gradients from their oracles (which reject NaN/Inf), so their Euclidean core and
+            # factor gradients are never computed.
+            grads = self.model.grads
+            for key in self.rule.gradient_keys(self.model, grads):
+                if not np.all(np.isfinite(grads[key])):
+                    raise TrainingDiverged(f"gradient of {key} has NaN/Inf entries at {self._where()} "
+                                           f"(loss {float(loss):.4g})")
         return float(loss), logits
 
     def _check_parameters(self) -> None:
