@@ -268,7 +268,10 @@ def test_hosvd_tolerance_returns_smallest_ranks_of_the_rule(p, data, sequential)
     nx = np.linalg.norm(X)
     theta = tol * nx
     assert rep.threshold == pytest.approx(theta, rel=1e-15, abs=0)
-    # the singular values the rule saw are the right ones (independent SVDs)
+    # the singular values the rule saw are the right ones (independent SVDs). ST-HOSVD's later
+    # spectra depend on the subspace kept in earlier modes, which is not unique when the cut
+    # falls inside a cluster of equal singular values (planted spectra can be flat): the
+    # replay stops at such a cut (dev-profile counterexample: mode-1 values all 0.5, rank 1).
     work = X
     for i in range(d):
         s = _svals(unfold(work if sequential else X, i))
@@ -277,6 +280,8 @@ def test_hosvd_tolerance_returns_smallest_ranks_of_the_rule(p, data, sequential)
             W, _, _ = np.linalg.svd(unfold(work, i), full_matrices=False)
             r_i = _rule_ranks(rep.singular_values, theta, True)[0][i]
             work = multi_mode_product(work, [W[:, :r_i]], modes=[i], transpose=True)
+            if r_i < len(s) and s[r_i - 1] - s[r_i] <= 1e-6 * s[0]:
+                break
     rule, shares = _rule_ranks(rep.singular_values, theta, sequential)
     assert rep.ranks == T.ranks == feasible_ranks(rule)
     for i in range(d):
