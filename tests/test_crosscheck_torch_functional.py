@@ -73,8 +73,12 @@ def test_cross_entropy_matches_torch(n, c, scale, seed):
     lt = torch.nn.functional.cross_entropy(zt, torch.from_numpy(labels))
     lt.backward()
     loss, dz = F.softmax_cross_entropy(z, labels)
-    assert abs(loss - lt.item()) <= TOL * abs(lt.item())
-    assert rel_err(zt.grad.numpy(), dz) <= TOL
+    # Both sides compute logsumexp(z) − z_y and softmax − onehot: absolute rounding of
+    # ~eps·max|z| in the loss and ~eps in each gradient entry, which is not small relative to
+    # a saturated loss (dev-profile counterexample: loss 2.8e-5 from logits of size 50).
+    eps = np.finfo(np.float64).eps
+    assert abs(loss - lt.item()) <= TOL * abs(lt.item()) + 4 * eps * np.abs(z).max()
+    assert np.linalg.norm(zt.grad.numpy() - dz) <= TOL * np.linalg.norm(dz) + 4 * eps * np.sqrt(c)
 
 
 @given(st.integers(0, 2**32 - 1))

@@ -109,7 +109,9 @@ def directional_fd_error(f, arg, grad, direction, h):
     """
     fd = (f(arg + h * direction) - f(arg - h * direction)) / (2 * h)
     exact = np.sum(grad * direction)
-    return abs(fd - exact) / (np.linalg.norm(grad) * np.linalg.norm(direction))
+    # A gradient that is exactly zero (every window in the padding) must give fd = 0 exactly.
+    scale = max(np.linalg.norm(grad) * np.linalg.norm(direction), np.finfo(np.float64).tiny)
+    return abs(fd - exact) / scale
 
 
 # ----------------------------------------------------------------------------------------
@@ -360,8 +362,14 @@ def test_softmax_cross_entropy_value_and_central_differences(n, c, seed):
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     assert loss == pytest.approx(-np.mean(np.log(p[np.arange(n), labels])), rel=1e-13)
     v = rng.standard_normal(z.shape)
-    # smooth: central-difference truncation O(h^2) ~ 1e-10, rounding O(eps / h) ~ 1e-11
-    assert directional_fd_error(lambda t: F.softmax_cross_entropy(t, labels)[0], z, dz, v, 1e-5) <= 1e-7
+    # smooth: central-difference truncation O(h^2) ~ 1e-10 of the gradient scale; the loss
+    # values carry an absolute rounding error ~eps·(max|z| + log c), so the difference quotient
+    # one of ~eps·(max|z| + log c)/h. That floor matters only when the loss saturates and the
+    # gradient is tiny (dev-profile counterexample: logits (6.1, -7.7), gradient norm 1.5e-6).
+    h = 1e-5
+    fd = (F.softmax_cross_entropy(z + h * v, labels)[0] - F.softmax_cross_entropy(z - h * v, labels)[0]) / (2 * h)
+    rounding = 4 * np.finfo(np.float64).eps * (np.abs(z).max() + np.log(c)) / h
+    assert abs(fd - np.sum(dz * v)) <= 1e-7 * np.linalg.norm(dz) * np.linalg.norm(v) + rounding
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
