@@ -220,7 +220,10 @@ def test_conv_oracle_mode_partial_gradient(case):
         assert rel(got, want) <= EXACT
         assert rel(all_modes[mode], want) <= EXACT
         # Default factors are the point's; N_i Mat_i(C)^T is the factor gradient of the backward.
-        assert rel(oracle.mode_partial_gradient(mode) @ unfold(T.core, mode).T, dfactors[mode]) <= EXACT
+        # The product can cancel (dev-profile counterexample: a 1×1 result of -6.8e-4 from
+        # terms of size 5), so its rounding is measured against ‖N_i‖‖Mat_i(C)‖.
+        N, C_i = oracle.mode_partial_gradient(mode), unfold(T.core, mode)
+        assert np.linalg.norm(N @ C_i.T - dfactors[mode]) <= EXACT * np.linalg.norm(N) * np.linalg.norm(C_i)
 
 
 # ---------------------------------------------------------------------------------------
