@@ -5,10 +5,12 @@ previous backend right after the import and runs tltorch only inside
 ``tensorly.backend_context("pytorch")``, so other test modules keep the numpy backend.
 """
 
+import numpy as np
 import pytest
 from hypothesis import given
 
 from test_nn_tucker import EXACT, conv_cases, rel
+from tucker_ref import TuckerTensor
 from tucker_ref.nn.tucker_layers import tucker_conv2d, tucker_conv2d_backward
 
 pytestmark = pytest.mark.crosscheck
@@ -56,7 +58,15 @@ def test_forward_matches_tltorch(case):
 def test_factored_gradients_match_tltorch_autograd(case):
     y, core, factors = _tltorch_conv(case, requires_grad=True)
     (y * torch.from_numpy(case["dy"])).sum().backward()
-    _, dcore, dfactors, _ = tucker_conv2d_backward(case["dy"], case["x"], case["T"], need_dx=False, **case["geo"])
-    assert rel(dcore, core.grad.numpy()) <= EXACT
-    for ours, theirs in zip(dfactors, factors):
-        assert rel(ours, theirs.grad.numpy()) <= EXACT
+    T = case["T"]
+    _, dcore, dfactors, _ = tucker_conv2d_backward(case["dy"], case["x"], T, need_dx=False, **case["geo"])
+    # Each gradient entry is a signed sum of products; the same sums over the absolute values
+    # of all inputs bound the size of its terms, which is what rounding scales with (a
+    # normwise relative test fails on entries that cancel: dev-profile counterexample, a 1×1
+    # core gradient of -1.5e-3 from terms of size 1, rel. difference 1.3e-12).
+    abs_T = TuckerTensor(np.abs(T.core), [np.abs(U) for U in T.factors])
+    _, scale_core, scale_factors, _ = tucker_conv2d_backward(np.abs(case["dy"]), np.abs(case["x"]), abs_T,
+                                                             need_dx=False, **case["geo"])
+    assert np.linalg.norm(dcore - core.grad.numpy()) <= EXACT * np.linalg.norm(scale_core)
+    for ours, theirs, scale in zip(dfactors, factors, scale_factors):
+        assert np.linalg.norm(ours - theirs.grad.numpy()) <= EXACT * np.linalg.norm(scale)

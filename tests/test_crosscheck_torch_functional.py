@@ -43,11 +43,15 @@ def test_conv2d_forward_and_gradients_match_torch(cfg):
     xt, wt, bt = _leaf(x), _leaf(w), _leaf(b)
     yt = torch.nn.functional.conv2d(xt, wt, bt, **kw)
     yt.backward(torch.from_numpy(dy))
-    assert rel_err(yt.detach().numpy(), F.conv2d(x, w, b, **kw)) <= TOL
+    # Every output and gradient entry is a signed sum; the same sums over |inputs| bound its
+    # terms, which rounding scales with (dev-profile counterexample: a bias gradient of -6.3e-5
+    # summed from terms of size 1 differs by 1.8e-12 relative, and both sides are right).
+    y_scale = F.conv2d(np.abs(x), np.abs(w), np.abs(b), **kw)
+    dx_scale, dw_scale, db_scale = F.conv2d_backward(np.abs(dy), np.abs(x), np.abs(w), **kw)
     dx, dw, db = F.conv2d_backward(dy, x, w, **kw)
-    assert rel_err(xt.grad.numpy(), dx) <= TOL
-    assert rel_err(wt.grad.numpy(), dw) <= TOL
-    assert rel_err(bt.grad.numpy(), db) <= TOL
+    for theirs, ours, scale in [(yt.detach(), F.conv2d(x, w, b, **kw), y_scale), (xt.grad, dx, dx_scale),
+                                (wt.grad, dw, dw_scale), (bt.grad, db, db_scale)]:
+        assert np.linalg.norm(theirs.numpy() - ours) <= TOL * np.linalg.norm(scale)
 
 
 @given(pool_configs())
