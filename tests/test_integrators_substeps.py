@@ -175,9 +175,11 @@ def test_k_and_u_gradients_are_directional_derivatives(Y, seed, data):
     assert abs(np.vdot(k_gradient(N, Q), V) - np.vdot(unfold(G, mode), dK)) <= 200 * EPS * scale
     dU = V @ unfold(Y.core, mode) @ kron.T
     assert abs(np.vdot(u_gradient(N, Y.core, mode), V) - np.vdot(unfold(G, mode), dU)) <= 200 * EPS * scale
-    # ∇_U L = ∇_K L S^T (spec §3 variants)
-    assert relative_error(u_gradient(N, Y.core, mode), k_gradient(N, Q) @ S.T) <= 100 * EPS * max(
-        1.0, np.linalg.cond(S))
+    # ∇_U L = ∇_K L S^T (spec §3 variants). Both sides are products N Mat_i(C)^T that can cancel
+    # (dev-profile counterexample: a 1×1 result of -1e-2 from terms of size 1), so the rounding
+    # is measured against ‖N‖‖Mat_i(C)‖, not against the result.
+    diff = np.linalg.norm(u_gradient(N, Y.core, mode) - k_gradient(N, Q) @ S.T)
+    assert diff <= 100 * EPS * max(1.0, np.linalg.cond(S)) * np.linalg.norm(N) * np.linalg.norm(unfold(Y.core, mode))
 
 
 @given(Y=tucker_tensors(max_order=3, max_dim=5), seed=seeds(), lr=st.floats(0.0, 2.0))
