@@ -44,10 +44,7 @@ checks) and ``descent.png``. ``--quick``: 6 steps on a 512-image subset, a few s
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import one_blas_thread  # noqa: F401  (first: sets the BLAS thread count before NumPy loads)
 
 import math
 import time

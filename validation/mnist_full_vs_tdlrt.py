@@ -28,10 +28,7 @@ steps, 2 τ values, 512 training images, a few seconds.
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import one_blas_thread  # noqa: F401  (first: sets the BLAS thread count before NumPy loads)
 
 import math
 import time

@@ -35,23 +35,21 @@ seconds, not a result.
 
 from __future__ import annotations
 
+import one_blas_thread  # noqa: F401  (first: sets the BLAS thread count before NumPy loads)
+
+import argparse
+import concurrent.futures
+import io
+import json
 import os
+from pathlib import Path
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
+from common import print_table, write_csv, write_json
 
-import argparse  # noqa: E402
-import concurrent.futures  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from common import print_table, write_csv, write_json  # noqa: E402
-
-from tucker_ref.training import TrainConfig, train  # noqa: E402
-from tucker_ref.training.plots import plot_accuracy_vs_compression, plot_curves  # noqa: E402
-from tucker_ref.training.runfiles import read_jsonl  # noqa: E402
+from tucker_ref.training import TrainConfig, train
+from tucker_ref.training.plots import plot_accuracy_vs_compression, plot_curves
+from tucker_ref.training.runfiles import read_jsonl
 
 
 def parse_args(argv=None) -> argparse.Namespace:

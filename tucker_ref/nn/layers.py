@@ -46,7 +46,7 @@ from .tucker_layers import (
     _channel_matmul,
     _check_tucker,
     _tucker_conv2d_backward_parts,
-    _tucker_conv2d_dz,
+    _tucker_conv2d_dv_dz,
     _tucker_conv2d_parts,
     low_rank_linear,
     low_rank_linear_backward,
@@ -244,8 +244,9 @@ class FactorizedModule(_ParametrizedModule):
 
     ``parameters()`` and ``grads`` name the pieces ``core``, ``factors.0`` … ``factors.{d-1}``
     and ``bias``; the grads are the Euclidean gradients (chain rule through
-    ``W = C ×_i U_i``), computed when first read (:class:`GradientDict`). Assigning ``weight`` accepts any ranks but the same shape and dtype,
-    and drops the cached batch and grads (they belong to the old point).
+    ``W = C ×_i U_i``), computed when first read (:class:`GradientDict`). Assigning ``weight``
+    accepts any ranks but the same shape and dtype, and drops the cached batch and grads (they
+    belong to the old point).
     """
 
     _order = 0  # TuckerTensor order, set by each subclass
@@ -332,13 +333,13 @@ class TuckerConv2d(FactorizedModule):
         x, shape, z, K, v = self._cached()
         dy = self._check_dy(dy, shape)
         T, geometry = self._weight, (self.stride, self.padding, self.dilation)
-        dz = _tucker_conv2d_dz(dy, T, K, z.shape, *geometry) if need_dx else None
+        dv_dz = _tucker_conv2d_dv_dz(dy, T, K, z.shape, *geometry) if need_dx else None
 
         def euclidean():
-            return _tucker_conv2d_backward_parts(dy, x, T, z, K, v, *geometry, False, dz=dz)[1:3]
+            return _tucker_conv2d_backward_parts(dy, x, T, z, K, v, *geometry, False, dv_dz=dv_dz)[1:3]
 
         self._store_grads(dy, dy.sum(axis=(0, 2, 3)), euclidean)
-        return None if dz is None else _channel_matmul(T.factors[1], dz)
+        return None if dv_dz is None else _channel_matmul(T.factors[1], dv_dz[1])
 
     def _make_oracle(self, x, dy):
         return TuckerConvGradient(x, dy, self._weight, stride=self.stride, padding=self.padding,

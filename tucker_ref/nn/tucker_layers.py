@@ -127,25 +127,27 @@ def _tucker_conv2d_parts(x, T, b, stride, padding, dilation):
     return y, z, K, v
 
 
-def _tucker_conv2d_dz(dy, T, K, z_shape, stride, padding, dilation):
-    """``dz = conv2d_input_backward(U_out^T dy, K)``: the gradient at ``z = U_in^T x``, so ``dx = U_in dz``."""
-    return conv2d_input_backward(_channel_matmul(T.factors[0].T, dy), K, z_shape, stride=stride, padding=padding,
-                                 dilation=dilation)
+def _tucker_conv2d_dv_dz(dy, T, K, z_shape, stride, padding, dilation):
+    """``(dv, dz)``: ``dv = U_out^T dy`` and ``dz = conv2d_input_backward(dv, K)``, the gradient at
+    ``z = U_in^T x`` (so ``dx = U_in dz``)."""
+    dv = _channel_matmul(T.factors[0].T, dy)
+    return dv, conv2d_input_backward(dv, K, z_shape, stride=stride, padding=padding, dilation=dilation)
 
 
-def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx, dz=None):
+def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx, dv_dz=None):
     """Backward from the forward intermediates ``(z, K, v)``; see :func:`tucker_conv2d_backward`.
 
-    ``dz`` (from :func:`_tucker_conv2d_dz`) is reused when the caller has computed it already.
+    ``dv_dz`` (from :func:`_tucker_conv2d_dv_dz`) is reused when the caller has computed it already.
     """
     U_out, U_in, U_h, U_w = T.factors
     db = dy.sum(axis=(0, 2, 3))
     dU_out = _channel_gram(dy, v)
-    dv = _channel_matmul(U_out.T, dy)
-    if dz is None:
+    if dv_dz is None:
+        dv = _channel_matmul(U_out.T, dy)
         # dz is needed even when dx is not: dU_in is the 1×1 weight gradient Σ x dz^T.
         dz, dK, _ = conv2d_backward(dv, z, K, stride=stride, padding=padding, dilation=dilation, need_dx=True)
     else:
+        dv, dz = dv_dz
         dK = conv2d_weight_backward(dv, z, K.shape[2:], stride=stride, padding=padding, dilation=dilation)
     dU_in = _channel_gram(x, dz)
     dx = _channel_matmul(U_in, dz) if need_dx else None

@@ -148,7 +148,7 @@ class _LayerwiseUpdate(UpdateRule):
         results = {name: self.layer_step(name, layer, oracles[name], lr, regrad) for name, layer in layers.items()}
         for name, (Y, _) in results.items():
             layers[name].weight = Y
-        self._dense_update(model, grads, plain_gradient_keys(model, grads), lr)
+        self._dense_update(model, grads, self.gradient_keys(model, grads), lr)
         return {name: report.to_dict() for name, (_, report) in results.items()}
 
 
