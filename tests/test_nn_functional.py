@@ -366,7 +366,7 @@ def test_softmax_cross_entropy_value_and_central_differences(n, c, seed):
     v = rng.standard_normal(z.shape)
     # smooth: central-difference truncation O(h^2) ~ 1e-10 of the gradient scale; the loss
     # values carry an absolute rounding error ~eps·(max|z| + log c), so the difference quotient
-    # one of ~eps·(max|z| + log c)/h. That floor matters only when the loss saturates and the
+    # carries one of ~eps·(max|z| + log c)/h. That floor matters only when the loss saturates and the
     # gradient is tiny (dev-profile counterexample: logits (6.1, -7.7), gradient norm 1.5e-6).
     h = 1e-5
     fd = (F.softmax_cross_entropy(z + h * v, labels)[0] - F.softmax_cross_entropy(z - h * v, labels)[0]) / (2 * h)
