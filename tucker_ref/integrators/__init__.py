@@ -1,11 +1,11 @@
-"""Integrators: the substeps of the rank-adaptive BUG step (spec §3), the composite steps built
+"""Integrators: the substeps of the rank-adaptive BUG step (docs/algorithms.md), the composite steps built
 from them, optimizer state transport and the gradient-oracle protocol.
 
 Depends on the Tucker algebra, truncation and manifold only (never on ``tucker_ref.nn``):
 network layers talk to the steps through the oracle protocol of :mod:`.oracle`.
 """
 
-from .optim import SGD, HeavyBall, constant_lr, cosine_lr, step_decay_lr
+from .optim import LR_SCHEDULES, OPTIMIZERS, SGD, Adam, AdamW, HeavyBall, clip_factor, constant_lr, cosine_lr
 from .oracle import (
     DenseGradient,
     as_gradient_oracle,
@@ -17,9 +17,16 @@ from .oracle import (
 from .steps import (
     S_STEP_GRADIENTS,
     VARIANTS,
+    AugmentedPoint,
     StepReport,
+    augment,
+    augmented_bases,
     fixed_rank_bug_step,
+    galerkin_gradient,
+    s_step,
+    tdlrt_cycle,
     tdlrt_step,
+    truncate_cycle,
 )
 from .substeps import (
     augment_basis,
@@ -33,6 +40,11 @@ from .substeps import (
 )
 
 __all__ = [
+    "Adam",
+    "AdamW",
+    "AugmentedPoint",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
     "SGD",
     "S_STEP_GRADIENTS",
     "VARIANTS",
@@ -40,11 +52,15 @@ __all__ = [
     "HeavyBall",
     "StepReport",
     "as_gradient_oracle",
+    "augment",
     "augment_basis",
+    "augmented_bases",
+    "clip_factor",
     "constant_lr",
     "cosine_lr",
     "dense_gradient_or_none",
     "fixed_rank_bug_step",
+    "galerkin_gradient",
     "galerkin_step",
     "gradient_at",
     "is_gradient_callable",
@@ -53,8 +69,10 @@ __all__ = [
     "k_parametrization",
     "k_step",
     "orthonormal_basis",
-    "step_decay_lr",
+    "s_step",
+    "tdlrt_cycle",
     "tdlrt_step",
+    "truncate_cycle",
     "truncate_step",
     "u_gradient",
 ]

@@ -1,13 +1,25 @@
-"""Composite integrator steps built only from the substeps of :mod:`.substeps` (spec §3).
+"""Composite integrator steps built only from the substeps of :mod:`.substeps` (docs/algorithms.md).
 
-* :func:`tdlrt_step` — one rank-adaptive BUG step (augment every mode, Galerkin S-step on the
-  augmented basis, truncate), the TDLRT step;
+The rank-adaptive step is a cycle a user can take apart (docs/algorithms.md §5):
+
+* :func:`augment` — open a cycle at ``Y0``: augmented bases ``Û_i``, zero-padded core ``Ĉ0``,
+  the optimizer's core state transported (an :class:`AugmentedPoint`);
+* :func:`s_step` — one Galerkin S-step on the fixed augmented basis, with its own gradient
+  (any number of times; :func:`galerkin_gradient` gives the core gradient alone);
+* :func:`truncate_cycle` — close the cycle: rank-adaptive truncation, state transported.
+
+Compositions:
+
+* :func:`tdlrt_step` — one rank-adaptive BUG step (augment, one S-step, truncate), the TDLRT
+  step of the paper;
+* :func:`tdlrt_cycle` — augment, ``K`` S-steps with their own gradients, truncate (the
+  authors' practical protocol);
 * :func:`fixed_rank_bug_step` — the fixed-rank BUG step of Ceruti–Lubich (no augmentation,
   no truncation; its S-step gradient is taken at the projected point).
 
-Both take the gradient as an ndarray (the dense ``∇L(Y0)``), a gradient oracle at ``Y0``, or
-a gradient callable ``point -> ndarray | oracle`` (see :mod:`.oracle`), and return
-``(Y_new, StepReport)``. Neither modifies its input ``Y``; a non-finite gradient raises
+The steps take the gradient as an ndarray (the dense ``∇L(Y0)``), a gradient oracle at ``Y0``,
+or a gradient callable ``point -> ndarray | oracle`` (see :mod:`.oracle`), and return
+``(Y_new, StepReport)``. None modifies its input ``Y``; a non-finite gradient raises
 ``ValueError`` naming the step (and the layer, via ``name``) before anything is changed,
 including the optimizer's state.
 """
@@ -16,10 +28,11 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from .._checks import as_float_array, check_nonneg
 from ..manifold import normal_component_norm, tangent_projection
 from ..tucker import TuckerTensor, multi_mode_product
 from .optim import SGD
@@ -89,6 +102,8 @@ class StepReport:
         called again at the S-step's starting point).
     timings : dict
         Wall time in seconds per substep.
+    s_steps : int
+        Number of S-steps on the augmented basis before the truncation (1 for :func:`tdlrt_step`).
     """
 
     variant: str
@@ -107,6 +122,7 @@ class StepReport:
     loss_after: float | None
     s_step_gradient: str
     timings: dict = field(default_factory=dict)
+    s_steps: int = 1
 
     def to_dict(self) -> dict:
         """Plain Python types only (lists, floats, str keys), for ``json.dumps``."""
@@ -149,18 +165,233 @@ def _diagnostics(Y: TuckerTensor, oracle0, bases, timings: dict):
     return tangent, epsilon, residual
 
 
-def _check_optimizer(optimizer, Y: TuckerTensor, step: str):
+def _check_optimizer(optimizer, shape, step: str, state=None):
+    """The optimizer of a step (plain :class:`SGD` for ``None``), with its state checked against ``shape``.
+
+    ``state`` is the state to check (default: ``optimizer.state``).
+    """
     if optimizer is None:
         return SGD()
-    for method in ("direction", "transport"):
+    for method in ("direction", "transport", "check_state"):
         if not callable(getattr(optimizer, method, None)):
-            raise TypeError(f"{step}: optimizer must provide direction() and transport() (e.g. SGD, HeavyBall), "
-                            f"got {type(optimizer).__name__}")
-    state = getattr(optimizer, "state", None)
-    if state is not None and np.shape(state) != Y.ranks:
-        raise ValueError(f"{step}: optimizer.state has shape {np.shape(state)}, expected the core shape {Y.ranks} "
-                         "of Y (one optimizer instance per factorized parameter)")
+            raise TypeError(f"{step}: optimizer must provide direction(), transport() and check_state() (e.g. SGD, "
+                            f"HeavyBall, Adam, AdamW), got {type(optimizer).__name__}")
+    optimizer.check_state(getattr(optimizer, "state", None) if state is None else state, shape, step)
     return optimizer
+
+
+# ---------------------------------------------------------------------------------------
+# the cycle: augment, S-steps, truncate
+# ---------------------------------------------------------------------------------------
+@dataclass
+class AugmentedPoint:
+    """An open TDLRT cycle: the point ``Ŷ = Ĉ ×_i Û_i`` in the augmented space ``V = ⊗_i span Û_i``.
+
+    Made by :func:`augment`, moved by :func:`s_step` (the bases stay fixed for the whole cycle,
+    only the core moves), closed by :func:`truncate_cycle` (docs/algorithms.md §5).
+
+    Attributes
+    ----------
+    core : ndarray, shape ``(r̂_1, …, r̂_d)``
+        ``Ĉ``; right after :func:`augment` it is ``Ĉ0 = C0 ×_i M̂_i`` (zero padding).
+    bases : list of ndarray
+        ``Û_i`` (``n_i × r̂_i``, orthonormal, ``Û_i[:, :r_i] = U_i^0``).
+    ranks_before : tuple of int
+        Ranks of ``Y0``: the truncation targets of the non-adaptive modes.
+    variant : str
+        ``"k_step"`` or ``"augmented_gradient"`` (which directions augmented the bases).
+    optimizer_state : object
+        The optimizer's core state transported to the augmented basis and updated by every
+        S-step; committed to the optimizer by :func:`truncate_cycle`.
+    s_steps : int
+        Number of S-steps taken so far in this cycle.
+    proj_grad_norm : float or None
+        ``‖Π∇L(Y0)‖``: the norm of the first S-step's core gradient (before clipping) when it
+        was taken at ``Y0``; ``None`` otherwise.
+    timings : dict
+        Wall time per substep, accumulated over the cycle (one dict shared by its points).
+    """
+
+    core: np.ndarray
+    bases: list
+    ranks_before: tuple
+    variant: str
+    optimizer_state: object = None
+    s_steps: int = 0
+    proj_grad_norm: float | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def ranks(self) -> tuple:
+        """``(r̂_1, …, r̂_d)``, the augmented ranks."""
+        return tuple(self.core.shape)
+
+    def tucker(self) -> TuckerTensor:
+        """``Ŷ = Ĉ ×_i Û_i`` as a TuckerTensor (what a network layer computes with during the cycle)."""
+        return TuckerTensor(self.core, list(self.bases))
+
+
+def augment(Y: TuckerTensor, grad, *, variant: str = "k_step", optimizer=None, name: str | None = None,
+            timings: dict | None = None, caller: str = "augment") -> AugmentedPoint:
+    """Open a cycle at ``Y0``: basis augmentation and zero padding (docs/algorithms.md §1, §5).
+
+    ``Û_i, M̂_i`` from :func:`augmented_bases` (the gradient ``grad`` taken at ``Y0``),
+    ``Ĉ0 = C0 ×_i M̂_i`` so that ``Ĉ0 ×_i Û_i = Y0``, and the optimizer's core state
+    transported by ``M̂_i``. Neither ``Y`` nor the optimizer is modified.
+
+    Parameters
+    ----------
+    Y : TuckerTensor, orthonormal factors, feasible ranks
+    grad : ndarray | gradient oracle | callable — the gradient at ``Y``
+    variant : ``"k_step"`` | ``"augmented_gradient"``
+    optimizer : SGD | HeavyBall | Adam | AdamW, optional
+        Only its ``state`` is read (and transported into the returned point).
+
+    Returns
+    -------
+    AugmentedPoint
+    """
+    step = step_label(caller, name)
+    Y = check_point(Y, step)
+    optimizer = _check_optimizer(optimizer, Y.ranks, step)
+    timings = {} if timings is None else timings
+    U_hats, M_hats = augmented_bases(Y, grad, variant, name=name, timings=timings, caller=caller)
+    C_hat0 = multi_mode_product(Y.core, M_hats)
+    with _timed(timings, "galerkin"):
+        state = optimizer.transport(optimizer.state, M_hats)
+    return AugmentedPoint(core=C_hat0, bases=U_hats, ranks_before=Y.ranks, variant=variant,
+                          optimizer_state=state, timings=timings)
+
+
+def galerkin_gradient(point: AugmentedPoint, grad, *, name: str | None = None,
+                      caller: str = "galerkin_gradient") -> np.ndarray:
+    """``∇L(Ŷ) ×_i Û_i^T``: the gradient of ``Ĉ ↦ L(Ĉ ×_i Û_i)`` at the point's core (docs/algorithms.md §2).
+
+    ``grad`` is the gradient at ``Ŷ = point.tucker()``: an ndarray (dense ``∇L(Ŷ)``), an oracle
+    at ``Ŷ``, or a callable ``point -> ndarray | oracle`` (called with ``point.tucker()``).
+    Checked for shape and finiteness; in the point's dtype.
+    """
+    step = step_label(caller, name)
+    if not isinstance(point, AugmentedPoint):
+        raise TypeError(f"{step}: point must be an AugmentedPoint (from augment), got {type(point).__name__}")
+    with _timed(point.timings, "gradient"):
+        oracle = oracle_at(grad, point.tucker(), step)
+        return checked_core_gradient(oracle, point.bases, step, point.core.dtype)
+
+
+def s_step(point: AugmentedPoint, grad, lr, *, optimizer=None, core_grad=None, grad_scale: float = 1.0,
+           name: str | None = None, caller: str = "s_step") -> AugmentedPoint:
+    """One Galerkin S-step on the fixed augmented basis of a cycle (docs/algorithms.md §2, §5).
+
+    ``Ĉ ← Ĉ − λ·direction`` with ``direction`` the optimizer's, from the core gradient
+    ``g = grad_scale · ∇L(Ŷ) ×_i Û_i^T`` (plain SGD: ``direction = g``). The bases do not
+    change, so every iterate of the cycle stays in ``V = ⊗ span Û_i``. Call it any number of
+    times, each with its own gradient (e.g. a new mini-batch at the current ``Ŷ``).
+
+    Parameters
+    ----------
+    point : AugmentedPoint
+    grad : ndarray | gradient oracle | callable, or ``None`` with ``core_grad``
+        The gradient at ``Ŷ = point.tucker()`` (see :func:`galerkin_gradient`).
+    lr : float ``≥ 0``
+    optimizer : SGD | HeavyBall | Adam | AdamW, optional (default plain SGD)
+        Its update rule is applied to ``point.optimizer_state``; the optimizer object itself is
+        not modified (its state is committed by :func:`truncate_cycle`).
+    core_grad : ndarray, optional
+        The core gradient already computed by :func:`galerkin_gradient` (give ``grad=None``);
+        the trainer uses it to clip all gradients of a network together.
+    grad_scale : float ``≥ 0``
+        Multiplies the core gradient before the optimizer (gradient-norm clipping).
+
+    Returns
+    -------
+    AugmentedPoint
+        A new point (the input is not modified) with ``s_steps`` one larger.
+    """
+    step = step_label(caller, name)
+    if not isinstance(point, AugmentedPoint):
+        raise TypeError(f"{step}: point must be an AugmentedPoint (from augment), got {type(point).__name__}")
+    lr = check_lr(lr)
+    grad_scale = check_nonneg(grad_scale, "grad_scale", allow_none=False)
+    optimizer = _check_optimizer(optimizer, point.ranks, step, state=point.optimizer_state)
+    if (grad is None) == (core_grad is None):
+        raise ValueError(f"{step}: give exactly one of grad (the gradient at the point) and core_grad")
+    timings = point.timings
+    if core_grad is None:
+        core_grad = galerkin_gradient(point, grad, name=name, caller=caller)
+    else:
+        core_grad = as_float_array(core_grad, "core_grad")
+        if core_grad.shape != point.ranks:
+            raise ValueError(f"{step}: core_grad must have the augmented core's shape {point.ranks}, "
+                             f"got {core_grad.shape}")
+    if grad_scale != 1.0:
+        core_grad = core_grad * core_grad.dtype.type(grad_scale)
+    with _timed(timings, "galerkin"):
+        direction, state = optimizer.direction(core_grad, point.optimizer_state, point.core)
+        core = galerkin_step(point.core, direction, lr)
+    return replace(point, core=core, optimizer_state=state, s_steps=point.s_steps + 1, timings=timings)
+
+
+def truncate_cycle(point: AugmentedPoint, *, tau=None, theta=None, adaptive_modes=None, rmin=1, rmax=None,
+                   optimizer=None, name: str | None = None, caller: str = "truncate_cycle"):
+    """Close a cycle: rank-adaptive truncation of ``Ŷ`` and the optimizer state's transport (docs/algorithms.md §3).
+
+    :func:`~.substeps.truncate_step` on ``(Ĉ, Û)`` with the non-adaptive modes truncated back
+    to ``point.ranks_before``; the core state is transported by ``P_i^T = U_i^{1T} Û_i`` and,
+    when ``optimizer`` is given, stored in ``optimizer.state`` (the only place a cycle writes it).
+
+    Returns
+    -------
+    (TuckerTensor, TruncationReport)
+        ``Y1`` and the truncation report (``error`` is ``η = ‖Ŷ − Y1‖``).
+    """
+    step = step_label(caller, name)
+    if not isinstance(point, AugmentedPoint):
+        raise TypeError(f"{step}: point must be an AugmentedPoint (from augment), got {type(point).__name__}")
+    transporter = _check_optimizer(optimizer, point.ranks, step, state=point.optimizer_state)
+    with _timed(point.timings, "truncate"):
+        Y_new, trunc = truncate_step(point.core, point.bases, tau=tau, theta=theta, rmin=rmin, rmax=rmax,
+                                     adaptive_modes=adaptive_modes, fixed_ranks=point.ranks_before)
+        state = transporter.transport(point.optimizer_state, [U1.T @ Uh for U1, Uh in zip(Y_new.factors, point.bases)])
+    if optimizer is not None:
+        optimizer.state = state
+    return Y_new, trunc
+
+
+def _cycle_report(point: AugmentedPoint, Y0: TuckerTensor, Y_new: TuckerTensor, trunc, *, proj_grad_norm,
+                  diagnostics, loss_before, loss_after, s_step_gradient, oracle0) -> StepReport:
+    tangent, epsilon, residual = (_diagnostics(Y0, oracle0, point.bases, point.timings) if diagnostics
+                                  else (None, None, None))
+    return StepReport(
+        variant=point.variant,
+        ranks_before=Y0.ranks,
+        ranks_augmented=point.ranks,
+        ranks_after=Y_new.ranks,
+        clamps=trunc.clamps,
+        tails=trunc.tails,
+        eta=trunc.error,
+        threshold=trunc.threshold,
+        proj_grad_norm=proj_grad_norm,
+        tangent_grad_norm=tangent,
+        epsilon=epsilon,
+        residual_norm=residual,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        s_step_gradient=s_step_gradient,
+        timings=point.timings,
+        s_steps=point.s_steps,
+    )
+
+
+def _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant):
+    Y = check_point(Y, step)
+    lr = check_lr(lr)
+    check_tolerance(tau, theta)
+    check_rank_bounds(rmin, rmax, Y.ndim)
+    check_adaptive_modes(adaptive_modes, Y.ndim)
+    if variant not in VARIANTS:
+        raise ValueError(f"{step}: variant must be one of {VARIANTS}, got {variant!r}")
+    return Y, lr
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,15 +399,14 @@ def _check_optimizer(optimizer, Y: TuckerTensor, step: str):
 # ---------------------------------------------------------------------------------------
 def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str | None = None,
                     timings: dict | None = None, caller: str = "augmented_bases"):
-    """Step 1 of spec §3 for every mode: the augmented bases ``Û_i`` and ``M̂_i = Û_i^T U_i``.
+    """Step 1 of docs/algorithms.md §1 for every mode: the augmented bases ``Û_i`` and ``M̂_i = Û_i^T U_i``.
 
     ``Û_i = augment_basis(U_i, N_i Q_i)`` (``variant="k_step"``, the new directions
     ``∇_{K_i}L``) or ``augment_basis(U_i, N_i Mat_i(C)^T)`` (``"augmented_gradient"``,
     ``∇_{U_i}L``). A mode at full rank (``r_i = n_i``) has nothing to add: ``Û_i = U_i`` and
     ``M̂_i = None`` (identity). ``grad`` is anything :func:`~.oracle.gradient_at` accepts, taken
-    at ``Y``. This is the function :func:`tdlrt_step` calls; it is public so that tests and
-    validation scripts can rebuild the space ``V = ⊗ span Û_i`` of a step. ``caller`` names
-    the step in error messages.
+    at ``Y``. :func:`augment` calls it; it is public so that tests and validation scripts can
+    rebuild the space ``V = ⊗ span Û_i`` of a step. ``caller`` names the step in error messages.
 
     Returns
     -------
@@ -212,9 +442,10 @@ def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str
 def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str = "k_step", adaptive_modes=None,
                rmin=1, rmax=None, s_step_gradient: str = "same_point", loss=None, optimizer=None,
                diagnostics: bool = True, name: str | None = None):
-    """One rank-adaptive BUG step with explicit Euler substeps (spec §3 steps 1-3).
+    """One rank-adaptive BUG step with explicit Euler substeps (docs/algorithms.md §1-§3).
 
-    For every mode ``i`` (independently, all from the same ``C0``, ``U^0``):
+    The cycle of one S-step: ``truncate_cycle(s_step(augment(Y0, ∇L(Y0)), g, λ))``. For every
+    mode ``i`` (independently, all from the same ``C0``, ``U^0``):
     ``Q_i, S_i = k_parametrization(Y0, i)``, ``N_i`` from the oracle, new directions
     ``∇_{K_i}L = N_i Q_i`` (``variant="k_step"``, default) or ``∇_{U_i}L = N_i Mat_i(C0)^T``
     (``"augmented_gradient"``), ``Û_i, M̂_i = augment_basis(U_i, ·)``. A mode at full rank
@@ -242,8 +473,8 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
         ``"reevaluate"`` calls the callable at ``Ŷ0`` (equal to ``Y0`` as a tensor, but a
         mini-batch callable may return another batch's gradient); it requires a callable.
     loss : callable point -> float, optional — fills ``loss_before`` / ``loss_after``
-    optimizer : SGD | HeavyBall, optional (default plain SGD)
-        Its ``state`` (core velocity) is transported through augmentation and truncation and
+    optimizer : SGD | HeavyBall | Adam | AdamW, optional (default plain SGD)
+        Its ``state`` (core moments) is transported through augmentation and truncation and
         replaced only when the step succeeds (:mod:`.optim`).
     diagnostics : bool
         Compute ``‖P(Y0)∇L‖``, ``ε`` and ``‖(I − Π)∇L‖`` (they need the dense gradient and a
@@ -256,19 +487,13 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     (TuckerTensor, StepReport)
     """
     step = step_label("tdlrt_step", name)
-    Y = check_point(Y, step)
-    lr = check_lr(lr)
-    check_tolerance(tau, theta)
-    check_rank_bounds(rmin, rmax, Y.ndim)
-    check_adaptive_modes(adaptive_modes, Y.ndim)
-    if variant not in VARIANTS:
-        raise ValueError(f"{step}: variant must be one of {VARIANTS}, got {variant!r}")
+    Y, lr = _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant)
     if s_step_gradient not in S_STEP_GRADIENTS:
         raise ValueError(f"{step}: s_step_gradient must be one of {S_STEP_GRADIENTS}, got {s_step_gradient!r}")
     if s_step_gradient == "reevaluate" and not is_gradient_callable(grad):
         raise ValueError(f"{step}: s_step_gradient='reevaluate' needs grad to be a callable point -> gradient "
                          f"(an ndarray or oracle only describes the gradient at Y0), got {type(grad).__name__}")
-    optimizer = _check_optimizer(optimizer, Y, step)
+    _check_optimizer(optimizer, Y.ranks, step)
     timings: dict = {}
 
     with _timed(timings, "gradient"):
@@ -276,53 +501,72 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     with _timed(timings, "loss"):
         loss_before = loss_at(loss, Y)
 
-    U_hats, M_hats = augmented_bases(Y, oracle0, variant, name=name, timings=timings,
-                                     caller="tdlrt_step")
-    C_hat0 = multi_mode_product(Y.core, M_hats)
-
-    with _timed(timings, "gradient"):
-        grad_core0 = None
-        if s_step_gradient == "same_point":
-            grad_core0 = checked_core_gradient(oracle0, U_hats, step, Y.dtype)
-            grad_core = grad_core0
-        else:
-            oracle1 = oracle_at(grad, TuckerTensor(C_hat0, U_hats), step)
-            grad_core = checked_core_gradient(oracle1, U_hats, step, Y.dtype)
-            if diagnostics:
-                grad_core0 = checked_core_gradient(oracle0, U_hats, step, Y.dtype)
-
-    with _timed(timings, "galerkin"):
-        velocity = optimizer.transport(optimizer.state, M_hats)
-        direction, velocity = optimizer.direction(grad_core, velocity)
-        C_hat1 = galerkin_step(C_hat0, direction, lr)
-    with _timed(timings, "truncate"):
-        Y_new, trunc = truncate_step(C_hat1, U_hats, tau=tau, theta=theta, rmin=rmin, rmax=rmax,
-                                     adaptive_modes=adaptive_modes, fixed_ranks=Y.ranks)
-        velocity = optimizer.transport(velocity, [U1.T @ Uh for U1, Uh in zip(Y_new.factors, U_hats)])
-
-    tangent, epsilon, residual = (_diagnostics(Y, oracle0, U_hats, timings) if diagnostics
-                                  else (None, None, None))
-    with _timed(timings, "loss"):
+    point = augment(Y, oracle0, variant=variant, optimizer=optimizer, name=name, timings=timings,
+                    caller="tdlrt_step")
+    grad_core0 = None
+    if s_step_gradient == "same_point":
+        grad_core0 = galerkin_gradient(point, oracle0, name=name, caller="tdlrt_step")
+        grad_core = grad_core0
+    else:
+        grad_core = galerkin_gradient(point, grad, name=name, caller="tdlrt_step")
+        if diagnostics:
+            grad_core0 = galerkin_gradient(point, oracle0, name=name, caller="tdlrt_step")
+    point = s_step(point, None, lr, optimizer=optimizer, core_grad=grad_core, name=name, caller="tdlrt_step")
+    Y_new, trunc = truncate_cycle(point, tau=tau, theta=theta, adaptive_modes=adaptive_modes, rmin=rmin, rmax=rmax,
+                                  optimizer=optimizer, name=name, caller="tdlrt_step")
+    with _timed(point.timings, "loss"):
         loss_after = loss_at(loss, Y_new)
-    optimizer.state = velocity
-    report = StepReport(
-        variant=variant,
-        ranks_before=Y.ranks,
-        ranks_augmented=tuple(C_hat0.shape),
-        ranks_after=Y_new.ranks,
-        clamps=trunc.clamps,
-        tails=trunc.tails,
-        eta=trunc.error,
-        threshold=trunc.threshold,
-        proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
-        tangent_grad_norm=tangent,
-        epsilon=epsilon,
-        residual_norm=residual,
-        loss_before=loss_before,
-        loss_after=loss_after,
-        s_step_gradient=s_step_gradient,
-        timings=timings,
-    )
+    report = _cycle_report(point, Y, Y_new, trunc,
+                           proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
+                           diagnostics=diagnostics, loss_before=loss_before, loss_after=loss_after,
+                           s_step_gradient=s_step_gradient, oracle0=oracle0)
+    return Y_new, report
+
+
+def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: str = "k_step", adaptive_modes=None,
+                rmin=1, rmax=None, loss=None, optimizer=None, diagnostics: bool = True, name: str | None = None):
+    """One cycle of ``K = len(grads)`` S-steps on one augmented basis (docs/algorithms.md §5).
+
+    ``grads[0]`` is the gradient at ``Y0`` (ndarray, oracle or callable): it builds the
+    augmented bases and drives the first S-step (at ``Ŷ0 = Y0``). ``grads[k]``, ``k ≥ 1``, are
+    callables ``point -> ndarray | oracle`` evaluated at the current augmented point (e.g. the
+    next mini-batches). Then one truncation. ``len(grads) == 1`` is :func:`tdlrt_step` with
+    ``"same_point"`` (bit for bit).
+
+    Returns
+    -------
+    (TuckerTensor, StepReport)
+        ``s_steps = K``; ``proj_grad_norm = ‖Π∇L(Y0)‖``; ``eta`` is the one truncation of the cycle.
+    """
+    step = step_label("tdlrt_cycle", name)
+    Y, lr = _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant)
+    if isinstance(grads, (np.ndarray, str, bytes)) or not isinstance(grads, (list, tuple)) or not grads:
+        raise TypeError(f"{step}: grads must be a non-empty list (the gradient at Y0, then one callable per further "
+                        f"S-step), got {type(grads).__name__}")
+    for k, g in enumerate(grads[1:], start=1):
+        if not is_gradient_callable(g):
+            raise TypeError(f"{step}: grads[{k}] must be a callable point -> gradient (it is evaluated at the "
+                            f"cycle's current point), got {type(g).__name__}")
+    _check_optimizer(optimizer, Y.ranks, step)
+    timings: dict = {}
+    with _timed(timings, "gradient"):
+        oracle0 = oracle_at(grads[0], Y, step)
+    with _timed(timings, "loss"):
+        loss_before = loss_at(loss, Y)
+    point = augment(Y, oracle0, variant=variant, optimizer=optimizer, name=name, timings=timings,
+                    caller="tdlrt_cycle")
+    grad_core0 = galerkin_gradient(point, oracle0, name=name, caller="tdlrt_cycle")
+    point = s_step(point, None, lr, optimizer=optimizer, core_grad=grad_core0, name=name,
+                   caller="tdlrt_cycle")
+    for g in grads[1:]:
+        point = s_step(point, g, lr, optimizer=optimizer, name=name, caller="tdlrt_cycle")
+    Y_new, trunc = truncate_cycle(point, tau=tau, theta=theta, adaptive_modes=adaptive_modes, rmin=rmin, rmax=rmax,
+                                  optimizer=optimizer, name=name, caller="tdlrt_cycle")
+    with _timed(point.timings, "loss"):
+        loss_after = loss_at(loss, Y_new)
+    report = _cycle_report(point, Y, Y_new, trunc, proj_grad_norm=float(np.linalg.norm(grad_core0)),
+                           diagnostics=diagnostics, loss_before=loss_before, loss_after=loss_after,
+                           s_step_gradient="same_point" if len(grads) == 1 else "reevaluate", oracle0=oracle0)
     return Y_new, report
 
 
@@ -401,4 +645,5 @@ def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bo
     return Y_new, report
 
 
-__all__ = ["S_STEP_GRADIENTS", "VARIANTS", "StepReport", "fixed_rank_bug_step", "tdlrt_step"]
+__all__ = ["S_STEP_GRADIENTS", "VARIANTS", "AugmentedPoint", "StepReport", "augment", "augmented_bases",
+           "fixed_rank_bug_step", "galerkin_gradient", "s_step", "tdlrt_cycle", "tdlrt_step", "truncate_cycle"]
