@@ -344,7 +344,18 @@ def test_initial_ranks():
     assert ranks == {"conv1": (8, 1, 5, 5), "conv2": (8, 8, 5, 5), "fc1": (8, 8)}
     ranks = initial_ranks(TrainConfig(init_rank="conv2=6x4x5x5").validated())
     assert ranks["conv2"] == (6, 4, 5, 5)
-    assert ranks["fc1"] == initial_ranks(TrainConfig().validated())["fc1"] == (100, 100)  # default fraction 0.2
+    # tdlrt starts at full rank by default (tau decides the ranks), also for the layers not named
+    assert ranks["fc1"] == initial_ranks(TrainConfig().validated())["fc1"] == (500, 500)
+    assert initial_ranks(TrainConfig().validated()) == {"conv1": (20, 1, 5, 5), "conv2": (50, 20, 5, 5),
+                                                        "fc1": (500, 500)}
+    # the fixed-rank methods start at the default fraction 0.2
+    assert initial_ranks(TrainConfig(method="naive-tucker").validated())["fc1"] == (100, 100)
+    # the cap: floor(f n_i), at least 1 (conv1's single input channel); an explicit start is capped too
+    capped = {"conv1": (10, 1, 5, 5), "conv2": (25, 10, 5, 5), "fc1": (250, 250)}
+    assert initial_ranks(TrainConfig(rmax_fraction=0.5).validated()) == capped
+    assert initial_ranks(TrainConfig(rmax_fraction=0.5, init_rank=1.0).validated()) == capped
+    assert initial_ranks(TrainConfig(rmax=30).validated()) == {"conv1": (20, 1, 5, 5), "conv2": (30, 20, 5, 5),
+                                                               "fc1": (30, 30)}
     assert initial_ranks(TrainConfig(method="full").validated()) is None
     with pytest.raises(ValueError, match="conv3"):
         initial_ranks(TrainConfig(init_rank="conv3=1x1").validated())

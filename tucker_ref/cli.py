@@ -61,6 +61,13 @@ def nonneg_int(text):
     return _number(text, minimum=0, strict=False, kind=int)
 
 
+def _fraction(text):
+    value = _number(text, minimum=0.0, strict=True)
+    if value > 1:
+        raise ValueError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
 def _parsed(parse):
     def convert(text):
         try:
@@ -76,8 +83,8 @@ def _parsed(parse):
 # train
 # ---------------------------------------------------------------------------------------
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from .training.config import (DEFAULT_DTYPE, DEFAULT_INIT_RANK, METHODS, VARIANTS, TrainConfig,
-                                  parse_adaptive_modes, parse_init_rank)
+    from .training.config import (ADAMW_WEIGHT_DECAY, DEFAULT_DTYPE, DEFAULT_INIT_RANK, LR_SCHEDULE_NAMES, METHODS,
+                                  OPTIMIZER_NAMES, VARIANTS, TrainConfig, parse_adaptive_modes, parse_init_rank)
 
     d = TrainConfig()
     # Every option defaults to SUPPRESS: the namespace then holds exactly what the user gave,
@@ -101,18 +108,45 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="initial ranks of the adaptive modes (fixed ranks for the non-adaptive methods): a "
                         "fraction of each dimension, an integer, or per layer 'conv1=4x1x5x5,conv2=8x6x5x5,"
                         "fc1=20x20'. The initial model is the HOSVD of the PyTorch-style dense initialization "
-                        f"at these ranks (default {DEFAULT_INIT_RANK})")
-    g.add_argument("--rmin", type=positive_int, default=S, help=f"smallest rank of an adaptive mode (default {d.rmin})")
+                        f"at these ranks (default: tdlrt starts at full rank, capped by --rmax/--rmax-fraction, so "
+                        f"that tau decides the ranks; the fixed-rank methods at {DEFAULT_INIT_RANK})")
+    g.add_argument("--rmin", type=positive_int, default=S,
+                   help=f"smallest rank of an adaptive mode, lowered to the cap where the cap is smaller "
+                        f"(default {d.rmin})")
     g.add_argument("--rmax", type=positive_int, default=S, help="largest rank of an adaptive mode (default none)")
+    g.add_argument("--rmax-fraction", type=_parsed(_fraction), default=S,
+                   help="cap each adaptive rank at max(1, floor(F*n_i)) (the authors' code uses 0.5; default none)")
+    g.add_argument("--s-steps", type=positive_int, default=S,
+                   help="S-steps per TDLRT cycle: 1 = the paper's step on every batch (augment, S-step, truncate); "
+                        "K > 1 = augment on one batch, S-steps on it and the next K-1 batches at the augmented "
+                        "point, then truncate (the authors' protocol uses 10); a cycle also closes at the end of "
+                        f"an epoch (default {d.s_steps})")
+    g.add_argument("--init-from", default=S, metavar="RUN_DIR",
+                   help="start from the last checkpoint of a --method full run: its weights, the factorized "
+                        "layers by ST-HOSVD at --init-rank (decompose-then-finetune)")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=positive_int, default=S, help=f"number of epochs (default {d.epochs})")
     g.add_argument("--batch-size", type=positive_int, default=S, help=f"mini-batch size (default {d.batch_size})")
     g.add_argument("--lr", type=positive_float, default=S, help=f"learning rate (default {d.lr}, as DLRT's LeNet5)")
+    g.add_argument("--optimizer", choices=OPTIMIZER_NAMES, default=S,
+                   help="optimizer of the S-steps and the dense parameters; its state on a Tucker core is "
+                        "transported through every basis change (Adam's second moment by the square-root rule); "
+                        "the basis update uses plain gradients (default momentum; sgd with --check-descent and "
+                        "for fixed-rank / riemannian, whose steps carry no optimizer state)")
     g.add_argument("--momentum", type=nonneg_float, default=S,
                    help="heavy-ball momentum (default 0.9: on the embedded subset plain SGD at lr 0.05 "
                         "oscillates between 67%% and 92%% test accuracy, momentum 0.9 reaches 96%% in 4 epochs; "
-                        "0 with --check-descent and for fixed-rank / riemannian, whose steps carry no momentum)")
+                        "it selects --optimizer momentum, and --momentum 0 alone selects sgd)")
+    g.add_argument("--weight-decay", type=nonneg_float, default=S,
+                   help=f"weight decay: decoupled for adamw (default {ADAMW_WEIGHT_DECAY}, PyTorch's), an L2 term "
+                        "in the gradient for the others (default 0); on a core it decays the network weight")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULE_NAMES, default=S,
+                   help=f"learning-rate schedule over all steps of the run: constant, or cosine decay to 0 "
+                        f"(default {d.lr_schedule})")
+    g.add_argument("--clip-grad-norm", type=positive_float, default=S,
+                   help="clip the joint norm of all gradients the optimizer reads (for tdlrt the S-step core "
+                        "gradients and the dense parameters) to this value (default: no clipping)")
     g.add_argument("--seed", type=nonneg_int, default=S,
                    help=f"seed of the initialization and the mini-batch order; the train/test split is fixed "
                         f"(default {d.seed})")
@@ -128,6 +162,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in --out from its last checkpoint (bit-identical to an uninterrupted "
                         "run); --epochs and --lr may be changed, --max-steps applies to this invocation only, "
                         "other settings come from the checkpoint")
+    g.add_argument("--validation", type=nonneg_int, default=S,
+                   help="set aside N training images (stratified, seeded, the same for every --seed) and log "
+                        "their loss and accuracy per epoch, to choose settings on (default 0)")
     g.add_argument("--train-subset", type=positive_int, default=S, help="train on N random examples only")
     g.add_argument("--test-subset", type=positive_int, default=S, help="evaluate on N random examples only")
     g.add_argument("--max-steps", type=positive_int, default=S, help="stop after N steps in total")

@@ -358,8 +358,14 @@ def truncate_cycle(point: AugmentedPoint, *, tau=None, theta=None, adaptive_mode
     return Y_new, trunc
 
 
-def _cycle_report(point: AugmentedPoint, Y0: TuckerTensor, Y_new: TuckerTensor, trunc, *, proj_grad_norm,
-                  diagnostics, loss_before, loss_after, s_step_gradient, oracle0) -> StepReport:
+def cycle_report(point: AugmentedPoint, Y0: TuckerTensor, Y_new: TuckerTensor, trunc, *, oracle0=None,
+                 proj_grad_norm=None, diagnostics: bool = False, loss_before=None, loss_after=None,
+                 s_step_gradient: str = "same_point") -> StepReport:
+    """The :class:`StepReport` of a closed cycle: ``Y0 → point → Y_new`` with the truncation report ``trunc``.
+
+    ``oracle0`` (the gradient oracle at ``Y0``) is needed only for ``diagnostics`` (``ε``,
+    ``‖P(Y0)∇L‖``, ``‖(I − Π)∇L‖`` from its dense gradient).
+    """
     tangent, epsilon, residual = (_diagnostics(Y0, oracle0, point.bases, point.timings) if diagnostics
                                   else (None, None, None))
     return StepReport(
@@ -516,7 +522,7 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
                                   optimizer=optimizer, name=name, caller="tdlrt_step")
     with _timed(point.timings, "loss"):
         loss_after = loss_at(loss, Y_new)
-    report = _cycle_report(point, Y, Y_new, trunc,
+    report = cycle_report(point, Y, Y_new, trunc,
                            proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
                            diagnostics=diagnostics, loss_before=loss_before, loss_after=loss_after,
                            s_step_gradient=s_step_gradient, oracle0=oracle0)
@@ -564,7 +570,7 @@ def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: st
                                   optimizer=optimizer, name=name, caller="tdlrt_cycle")
     with _timed(point.timings, "loss"):
         loss_after = loss_at(loss, Y_new)
-    report = _cycle_report(point, Y, Y_new, trunc, proj_grad_norm=float(np.linalg.norm(grad_core0)),
+    report = cycle_report(point, Y, Y_new, trunc, proj_grad_norm=float(np.linalg.norm(grad_core0)),
                            diagnostics=diagnostics, loss_before=loss_before, loss_after=loss_after,
                            s_step_gradient="same_point" if len(grads) == 1 else "reevaluate", oracle0=oracle0)
     return Y_new, report
@@ -646,4 +652,4 @@ def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bo
 
 
 __all__ = ["S_STEP_GRADIENTS", "VARIANTS", "AugmentedPoint", "StepReport", "augment", "augmented_bases",
-           "fixed_rank_bug_step", "galerkin_gradient", "s_step", "tdlrt_cycle", "tdlrt_step", "truncate_cycle"]
+           "cycle_report", "fixed_rank_bug_step", "galerkin_gradient", "s_step", "tdlrt_cycle", "tdlrt_step", "truncate_cycle"]

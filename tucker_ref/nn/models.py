@@ -18,8 +18,9 @@ Initialization (seeded, documented)
   draw (the output scale of the dense init is kept). Drawn from the second child of
   ``SeedSequence(seed)``, layer by layer in network order.
 * ``from_dense``: every parameter comes from the given dense model (``seed`` is unused); the
-  factorized layers are the HOSVD (:func:`tucker_ref.truncation.hosvd`) of its kernels at
-  the requested ranks (exact HOSVD when no ranks are requested).
+  factorized layers are the HOSVD (:func:`tucker_ref.truncation.hosvd`; ST-HOSVD with
+  ``sequential=True``) of its kernels at the requested ranks (exact when no ranks are
+  requested).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _layer_ranks(name, shape, ranks, init_rank_fraction):
 
 
 def lenet5(*, tucker_conv=False, low_rank_dense=False, ranks=None, init_rank_fraction=None,
-           from_dense=None, dtype=np.float64, seed=0) -> Sequential:
+           from_dense=None, sequential=False, dtype=np.float64, seed=0) -> Sequential:
     """Build LeNet5 (see the module docstring for architecture and initialization).
 
     Parameters
@@ -111,6 +112,8 @@ def lenet5(*, tucker_conv=False, low_rank_dense=False, ranks=None, init_rank_fra
         Without either, factorized layers have full (feasible) rank.
     from_dense : Sequential, optional
         A dense LeNet5 (as built by ``lenet5()``) to take every parameter from.
+    sequential : bool
+        Decompose ``from_dense``'s kernels by ST-HOSVD instead of HOSVD (docs/theory.md §1).
     dtype : float64 or float32
         The dtype of every parameter (float64 initial draws, then cast).
     seed : int
@@ -164,7 +167,7 @@ def lenet5(*, tucker_conv=False, low_rank_dense=False, ranks=None, init_rank_fra
             else:
                 from ..truncation import hosvd
 
-                T = hosvd(weight, ranks=r)[0]
+                T = hosvd(weight, ranks=r, sequential=sequential)[0]
             built[name] = (TuckerConv2d if conv else LowRankLinear)(T.astype(dtype), bias)
         else:
             built[name] = (Conv2d if conv else Linear)(weight.astype(dtype), bias)

@@ -3,17 +3,34 @@
 Defaults and their reasons (the same text is in ``tucker-ref train --help`` and the README):
 
 * ``lr = 0.05``, ``batch_size = 128``: the LeNet5 / MNIST setting of DLRT (spec §5).
-* ``momentum = 0.9`` (heavy ball): on the embedded 4,000/1,000 subset plain SGD at lr 0.05
-  oscillates between 67% and 92% test accuracy over 10 epochs, while momentum 0.9 reaches
-  96.0% after 4 epochs (PyTorch reference of issue 5). For TDLRT the velocity lives on the
-  core and follows every change of basis (:mod:`tucker_ref.integrators.optim`).
-  ``--check-descent`` forces plain SGD (the case the theory covers).
-* ``tau = 0.1``: relative per-mode truncation tolerance, ``ϑ = τ‖Ĉ1‖_F`` (spec §3).
+* ``optimizer = "momentum"`` with ``momentum = 0.9`` (heavy ball): on the embedded 4,000/1,000
+  subset plain SGD at lr 0.05 oscillates between 67% and 92% test accuracy over 10 epochs,
+  while momentum 0.9 reaches 96.0% after 4 epochs (a PyTorch reference run). For TDLRT the
+  optimizer's state lives on the core and follows every change of basis
+  (:mod:`tucker_ref.integrators.optim`). ``sgd``, ``adam`` and ``adamw`` (the authors'
+  protocol) are the alternatives; ``weight_decay`` defaults to 0.01 for ``adamw`` (PyTorch's
+  default) and 0 otherwise. ``--check-descent`` forces plain SGD (the case the theory covers).
+* ``lr_schedule = "constant"``; ``"cosine"`` decays ``lr`` to 0 over all steps of the run.
+  ``clip_grad_norm = None``; a number clips the norm of all gradients the step's optimizer
+  reads (for TDLRT: the S-step core gradients and the dense parameters' gradients).
+* ``s_steps = 1``: the paper's step on every batch (augment, one S-step, truncate). ``K > 1``
+  is the authors' cycle: augment on one batch, S-steps on it and the next ``K − 1`` batches,
+  truncate (an open cycle is closed at the end of every epoch and when ``--max-steps``
+  stops the run).
+* ``tau = 0.1``: relative per-mode truncation tolerance, ``ϑ = τ‖Ĉ1‖_F`` (docs/algorithms.md §3).
 * ``adaptive_modes = "channel"``: the output and input channel modes (0, 1) of each conv
   kernel and both modes of the dense layer adapt; the 5×5 spatial modes stay at full rank
   (frozen), as in the authors' code. ``"all"`` adapts every mode.
 * ``init_rank``: initial ranks of the adaptive modes; the initial factorized model is the
   HOSVD, at those ranks, of the PyTorch-style dense initialization with the same seed.
+  Default: ``tdlrt`` starts at full rank (capped by ``rmax`` / ``rmax_fraction``), so that τ
+  decides the ranks; the fixed-rank methods start at :data:`DEFAULT_INIT_RANK`.
+* ``rmax_fraction``: caps each adaptive rank at ``max(1, ⌊f·n_i⌋)`` (the authors use 1/2);
+  ``None`` = no cap. ``rmin`` is lowered to the cap where the cap is smaller.
+* ``init_from``: a run directory of ``--method full``; its last checkpoint's weights start
+  this run, factorized layers by ST-HOSVD at ``init_rank`` (decompose-then-finetune).
+* ``validation``: the number of training images set aside (stratified, seeded) to choose
+  settings on; their loss/accuracy is logged per epoch. 0 = none.
 * ``dtype``: see :data:`DEFAULT_DTYPE`; ``--check-descent`` defaults to float64.
 * The data split is fixed (seed 0 of :func:`tucker_ref.data.load_mnist5k`) for every
   ``seed``, so all runs are measured on the same 1,000 test images; ``seed`` draws the
@@ -38,8 +55,15 @@ VARIANTS = {"k_step": "k_step", "gradient": "augmented_gradient"}
 #: float32: measured 1.4-2× faster per step than float64 on 2 cores (TDLRT and full LeNet5);
 #: every array stays float32 end to end.
 DEFAULT_DTYPE = "float32"
-#: ``--init-rank`` default: the fraction of each adaptive mode's dimension to start at.
+#: ``--init-rank`` default of the fixed-rank methods: the fraction of each adaptive mode's
+#: dimension to start at (``tdlrt`` starts at full rank, or at the cap).
 DEFAULT_INIT_RANK = 0.2
+#: ``--optimizer`` values.
+OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
+#: ``--lr-schedule`` values.
+LR_SCHEDULE_NAMES = ("constant", "cosine")
+#: Default decoupled weight decay of ``adamw`` (PyTorch's).
+ADAMW_WEIGHT_DECAY = 0.01
 
 _LAYER_RANKS = re.compile(r"^\s*(\w+)\s*[:=]\s*(\d+(?:\s*x\s*\d+)*)\s*$")
 
@@ -108,9 +132,11 @@ def parse_adaptive_modes(text):
 class TrainConfig:
     """All settings of a run; ``validated()`` checks them and fills the method-dependent defaults.
 
-    ``momentum=None`` and ``dtype=None`` mean "the default": 0.9 / :data:`DEFAULT_DTYPE`;
-    momentum 0 with ``check_descent`` and for :data:`SGD_ONLY_METHODS`; float64 with
-    ``check_descent``.
+    ``None`` means "the default" for ``optimizer`` (``momentum``; ``sgd`` with
+    ``check_descent``, for :data:`SGD_ONLY_METHODS` and with ``momentum=0``), ``momentum``
+    (0.9 for ``momentum``), ``weight_decay`` (0.01 for ``adamw``, else 0), ``dtype``
+    (:data:`DEFAULT_DTYPE`; float64 with ``check_descent``) and ``init_rank`` (full rank for
+    ``tdlrt``, :data:`DEFAULT_INIT_RANK` otherwise).
     """
 
     method: str = "tdlrt"
@@ -119,14 +145,22 @@ class TrainConfig:
     tau: float = 0.1
     lr: float = 0.05
     momentum: float | None = None
+    optimizer: str | None = None
+    weight_decay: float | None = None
+    lr_schedule: str = "constant"
+    clip_grad_norm: float | None = None
+    s_steps: int = 1
     batch_size: int = 128
     seed: int = 0
     variant: str = "k_step"
     adaptive_modes: object = "channel"
-    init_rank: object = DEFAULT_INIT_RANK
+    init_rank: object = None
     rmin: int = 1
     rmax: int | None = None
+    rmax_fraction: float | None = None
+    init_from: str | None = None
     data: str = "mnist5k"
+    validation: int = 0
     resume: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
@@ -152,7 +186,7 @@ class TrainConfig:
             setattr(c, name, float(value))
         if c.lr == 0:
             raise ValueError("lr must be > 0, got 0")
-        for name in ("epochs", "batch_size", "log_every", "rmin"):
+        for name in ("epochs", "batch_size", "log_every", "rmin", "s_steps"):
             _positive_int(c, name)
         for name in ("rmax", "train_subset", "test_subset", "max_steps"):
             if getattr(c, name) is not None:
@@ -161,19 +195,25 @@ class TrainConfig:
             raise ValueError(f"rmax ({c.rmax}) must be >= rmin ({c.rmin})")
         if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or c.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {c.seed!r}")
+        if isinstance(c.validation, bool) or not isinstance(c.validation, numbers.Integral) or c.validation < 0:
+            raise ValueError(f"validation must be an integer >= 0 (images set aside), got {c.validation!r}")
         c.adaptive_modes = parse_adaptive_modes(c.adaptive_modes)
-        c.init_rank = parse_init_rank(c.init_rank)
-        plain_sgd = c.check_descent or c.method in SGD_ONLY_METHODS
-        if c.momentum is None:
-            c.momentum = 0.0 if plain_sgd else 0.9
-        if isinstance(c.momentum, bool) or not isinstance(c.momentum, numbers.Real) or not 0 <= c.momentum < 1:
-            raise ValueError(f"momentum must be a number in [0, 1), got {c.momentum!r}")
-        c.momentum = float(c.momentum)
-        if c.check_descent and c.momentum != 0:
-            raise ValueError("check_descent measures plain SGD steps: momentum must be 0 (leave --momentum unset)")
-        if c.method in SGD_ONLY_METHODS and c.momentum != 0:
-            raise ValueError(f"method {c.method} has no momentum transport, so it runs plain SGD: momentum must "
-                             f"be 0 (leave --momentum unset), got {c.momentum}")
+        if c.init_rank is None and c.method != "tdlrt":
+            c.init_rank = DEFAULT_INIT_RANK
+        if c.init_rank is not None:
+            c.init_rank = parse_init_rank(c.init_rank)
+        if c.rmax_fraction is not None:
+            f = c.rmax_fraction
+            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (math.isfinite(f) and 0 < f <= 1):
+                raise ValueError(f"rmax_fraction must be a number in (0, 1], got {f!r}")
+            c.rmax_fraction = float(f)
+        _validate_optimizer(c)
+        if c.s_steps > 1 and c.method != "tdlrt":
+            raise ValueError(f"s_steps > 1 is the TDLRT cycle; method {c.method} takes one step per batch")
+        if c.check_descent and c.s_steps != 1:
+            raise ValueError("check_descent measures one TDLRT step per batch: s_steps must be 1")
+        if c.init_from is not None and (not isinstance(c.init_from, str) or not c.init_from):
+            raise ValueError(f"init_from must be the directory of a --method full run, got {c.init_from!r}")
         if c.dtype is None:
             c.dtype = "float64" if c.check_descent else DEFAULT_DTYPE
         if c.dtype not in ("float32", "float64"):
@@ -203,6 +243,49 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
         return cls(**d)
+
+
+def _validate_optimizer(c: TrainConfig) -> None:
+    """Resolve and check ``optimizer``, ``momentum``, ``weight_decay``, ``lr_schedule``, ``clip_grad_norm``."""
+    plain_sgd = c.check_descent or c.method in SGD_ONLY_METHODS
+    if c.momentum is not None and (isinstance(c.momentum, bool) or not isinstance(c.momentum, numbers.Real)
+                                   or not 0 <= c.momentum < 1):
+        raise ValueError(f"momentum must be a number in [0, 1), got {c.momentum!r}")
+    if c.optimizer is None:
+        c.optimizer = "sgd" if c.momentum == 0 or (plain_sgd and c.momentum is None) else "momentum"
+    if c.optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {c.optimizer!r}")
+    if c.optimizer == "momentum":
+        c.momentum = 0.9 if c.momentum is None else float(c.momentum)
+    elif c.momentum not in (None, 0):
+        raise ValueError(f"momentum applies to --optimizer momentum only, got momentum {c.momentum} with "
+                         f"optimizer {c.optimizer}")
+    else:
+        c.momentum = 0.0
+    if c.check_descent and c.optimizer != "sgd":
+        raise ValueError("check_descent measures plain SGD steps: momentum must be 0 and the optimizer sgd "
+                         "(leave --optimizer and --momentum unset)")
+    if c.method in SGD_ONLY_METHODS and c.optimizer != "sgd":
+        raise ValueError(f"method {c.method} has no momentum transport (no optimizer state at all), so it runs "
+                         f"plain SGD: leave --optimizer and --momentum unset, got optimizer {c.optimizer}, "
+                         f"momentum {c.momentum}")
+    if c.weight_decay is None:
+        c.weight_decay = ADAMW_WEIGHT_DECAY if c.optimizer == "adamw" else 0.0
+    for name in ("weight_decay", "clip_grad_norm"):
+        value = getattr(c, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        setattr(c, name, float(value))
+    if c.clip_grad_norm == 0:
+        raise ValueError("clip_grad_norm must be > 0 (leave it unset for no clipping), got 0")
+    if c.clip_grad_norm is not None and c.method in SGD_ONLY_METHODS:
+        raise ValueError(f"clip_grad_norm is not implemented for method {c.method}")
+    if c.weight_decay and c.method in SGD_ONLY_METHODS:
+        raise ValueError(f"weight_decay is not implemented for method {c.method}")
+    if c.lr_schedule not in LR_SCHEDULE_NAMES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULE_NAMES)}, got {c.lr_schedule!r}")
 
 
 def _positive_int(c: TrainConfig, name: str) -> None:

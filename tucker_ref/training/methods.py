@@ -2,18 +2,24 @@
 
 One :class:`UpdateRule` per ``--method``. The trainer runs the forward and backward pass of
 a mini-batch, checks that loss and gradients are finite, then calls
-``rule.step(model, lr, regrad)``; the rule reads the layers' gradients (and, for factorized
-layers, their gradient oracles), computes every new parameter from the *same* point, and
-only then writes them into the layers.
+``rule.step(model, lr, regrad, close_cycle)``; the rule reads the layers' gradients (and, for
+factorized layers, their gradient oracles), computes every new parameter from the *same*
+point, and only then writes them into the layers.
 
-* ``tdlrt``: every factorized layer (Tucker conv1, conv2; low-rank fc1) takes one
-  rank-adaptive BUG step :func:`~tucker_ref.integrators.steps.tdlrt_step` with the layer's
-  gradient oracle of the one backward pass (``s_step_gradient="same_point"``), heavy-ball
-  velocity on the core transported through the basis changes.
-* ``full``: dense LeNet5, SGD / heavy ball on every parameter.
+* ``tdlrt``: every factorized layer (Tucker conv1, conv2; low-rank fc1) runs the TDLRT cycle
+  of :mod:`tucker_ref.integrators.steps` with the layer's gradient oracle of each backward
+  pass: :func:`~tucker_ref.integrators.steps.augment` at the first batch of a cycle,
+  :func:`~tucker_ref.integrators.steps.s_step` on every batch, and
+  :func:`~tucker_ref.integrators.steps.truncate_cycle` after ``s_steps`` batches or when the
+  trainer closes the cycle (end of an epoch, ``--max-steps``). During a cycle the layer
+  computes with the augmented point ``Ĉ ×_i Û_i``. With ``s_steps = 1`` every batch is one
+  :func:`~tucker_ref.integrators.steps.tdlrt_step` with ``s_step_gradient="same_point"``,
+  operation for operation. The optimizer's core state is transported through every basis
+  change; the basis update itself uses the plain gradient (only its span matters).
+* ``full``: dense LeNet5, the optimizer on every parameter.
 * ``naive-tucker``: the same factorized model at fixed ranks; core and factors are trained as
-  ordinary parameters (SGD / heavy ball on their Euclidean gradients, factors never
-  re-orthonormalized). With momentum 0 this is exactly
+  ordinary parameters (the optimizer on their Euclidean gradients, factors never
+  re-orthonormalized). With plain SGD this is exactly
   :func:`~tucker_ref.integrators.baselines.naive_factor_step` (a test checks it).
 * ``fixed-rank``: fixed-rank BUG :func:`~tucker_ref.integrators.steps.fixed_rank_bug_step`.
   Its S-step needs ``∇L`` at the projected point ``Ỹ = C0 ×_i (U_i^{1T}U_i^0) ×_i U_i^1``;
@@ -26,16 +32,22 @@ only then writes them into the layers.
 
 Biases and the layers that are not factorized (fc2, and all layers of ``full``) take the
 same optimizer's :meth:`~tucker_ref.integrators.optim.SGD.dense_step`. ``fixed-rank`` and
-``riemannian`` steps have no momentum transport, so those methods run plain SGD (momentum
-must be 0, their default; :data:`~tucker_ref.training.config.SGD_ONLY_METHODS`).
+``riemannian`` steps have no optimizer-state transport, so those methods run plain SGD
+(:data:`~tucker_ref.training.config.SGD_ONLY_METHODS`).
+
+Gradient clipping (``clip_grad_norm``) scales every gradient the optimizers read by one
+factor :func:`~tucker_ref.integrators.optim.clip_factor` of their joint norm: for ``tdlrt``
+the S-step core gradients ``∇L ×_i Û_i^T`` and the dense parameters' gradients.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from ..integrators.optim import SGD, HeavyBall
-from ..integrators.steps import fixed_rank_bug_step, tdlrt_step
+from ..integrators.optim import OPTIMIZERS, HeavyBall, clip_factor
+from ..integrators.steps import augment, cycle_report, fixed_rank_bug_step, galerkin_gradient, s_step, truncate_cycle
 from ..tucker import TuckerTensor
 from .config import VARIANTS
 
@@ -49,6 +61,35 @@ def adaptive_modes_for(ndim: int, setting) -> tuple[int, ...]:
     if ndim != 4 or setting == "all":
         return tuple(range(ndim))
     return (0, 1) if setting == "channel" else tuple(setting)
+
+
+def rank_bounds(shape, config) -> tuple[list, list]:
+    """Per-mode ``(rmin, rmax)`` of a factorized weight for the settings of ``config``.
+
+    Adaptive modes: ``rmax_i = min(rmax, max(1, ⌊rmax_fraction·n_i⌋), n_i)`` (each bound only
+    when set) and ``rmin_i = min(rmin, rmax_i)`` (a cap below ``rmin`` wins: conv1 has one
+    input channel). Non-adaptive modes: ``(1, None)`` (they keep their rank).
+    """
+    adaptive = adaptive_modes_for(len(shape), config.adaptive_modes)
+    lo, hi = [], []
+    for i, n in enumerate(shape):
+        if i not in adaptive:
+            lo.append(1)
+            hi.append(None)
+            continue
+        cap = n if config.rmax is None else min(config.rmax, n)
+        if config.rmax_fraction is not None:
+            cap = min(cap, max(1, math.floor(config.rmax_fraction * n)))
+        lo.append(min(config.rmin, cap))
+        hi.append(cap)
+    return lo, hi
+
+
+def make_optimizer(config):
+    """The optimizer of ``config.optimizer`` (with ``momentum`` and ``weight_decay``)."""
+    if config.optimizer == "momentum":
+        return HeavyBall(config.momentum, weight_decay=config.weight_decay)
+    return OPTIMIZERS[config.optimizer](weight_decay=config.weight_decay)
 
 
 def plain_gradient_keys(model, grads: dict) -> list[str]:
@@ -68,17 +109,18 @@ class UpdateRule:
     def __init__(self, config):
         self.config = config
         self.optimizer = self.new_optimizer()
-        self.dense_state: dict[str, np.ndarray] = {}
+        self.dense_state: dict = {}
 
     def new_optimizer(self):
-        """Heavy ball with the configured momentum, or plain SGD when it is 0."""
-        return HeavyBall(self.config.momentum) if self.config.momentum > 0 else SGD()
+        """A fresh optimizer of the configured kind (:func:`make_optimizer`)."""
+        return make_optimizer(self.config)
 
-    def step(self, model, lr: float, regrad) -> dict:
+    def step(self, model, lr: float, regrad, close_cycle: bool = True) -> dict:
         """Update ``model`` in place; return ``{layer: report dict}`` of the factorized layers.
 
         ``regrad()`` re-runs the forward and backward pass of the current mini-batch at the
-        model's current parameters (used by ``fixed-rank``).
+        model's current parameters (used by ``fixed-rank``). ``close_cycle`` asks a rule with
+        multi-batch cycles (``tdlrt`` with ``s_steps > 1``) to end its cycle on this batch.
         """
         raise NotImplementedError
 
@@ -86,48 +128,81 @@ class UpdateRule:
         """Names in ``model.grads`` that :meth:`step` reads (the trainer checks them for NaN/Inf)."""
         return list(grads)
 
-    def _dense_update(self, model, grads: dict, keys, lr: float) -> None:
-        """``param ← dense_step(param, grad)`` for each ``"layer.param"`` key (weights/biases)."""
+    def clip_scale(self, squared_norm: float) -> float:
+        """The factor that clips gradients of joint squared norm ``squared_norm`` (1 without clipping)."""
+        return clip_factor(math.sqrt(squared_norm), self.config.clip_grad_norm)
+
+    @staticmethod
+    def squared_norm(arrays) -> float:
+        """``Σ ‖a‖²`` in float64."""
+        return sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays)
+
+    def _dense_update(self, model, grads: dict, keys, lr: float, scale: float = 1.0) -> None:
+        """``param ← dense_step(param, scale·grad)`` for each ``"layer.param"`` key (weights/biases)."""
         for key in keys:
             layer_name, pname = key.split(".", 1)
             layer = model[layer_name]
-            new, self.dense_state[key] = self.optimizer.dense_step(getattr(layer, pname), grads[key],
+            grad = grads[key] if scale == 1.0 else grads[key] * grads[key].dtype.type(scale)
+            new, self.dense_state[key] = self.optimizer.dense_step(getattr(layer, pname), grad,
                                                                    self.dense_state.get(key), lr)
             setattr(layer, pname, new)
 
     # -- checkpointing ---------------------------------------------------------------------
     def state_arrays(self) -> dict:
         """Optimizer state as ``{key: ndarray}`` (keys unique within the rule)."""
-        return {f"dense/{k}": v for k, v in self.dense_state.items() if v is not None}
+        return {f"dense/{k}/{field}": v for k, state in self.dense_state.items()
+                for field, v in self.optimizer.state_arrays(state).items()}
 
     def load_state_arrays(self, arrays: dict) -> None:
-        self.dense_state = {k[len("dense/"):]: v for k, v in arrays.items() if k.startswith("dense/")}
+        self.dense_state = {key: self.optimizer.state_from_arrays(fields)
+                            for key, fields in _grouped(arrays, "dense/").items()}
+
+
+def _grouped(arrays: dict, prefix: str) -> dict:
+    """``{"<prefix><key>/<field>": a}`` → ``{key: {field: a}}``."""
+    out: dict = {}
+    for name, value in arrays.items():
+        if name.startswith(prefix):
+            key, field = name[len(prefix):].rsplit("/", 1)
+            out.setdefault(key, {})[field] = value
+    return out
 
 
 class FullUpdate(UpdateRule):
     """Dense model: the optimizer on every parameter."""
 
-    def step(self, model, lr, regrad):
+    def step(self, model, lr, regrad, close_cycle=True):
         grads = model.grads
-        self._dense_update(model, grads, list(grads), lr)
+        scale = self.clip_scale(self.squared_norm(grads.values())) if self.config.clip_grad_norm else 1.0
+        self._dense_update(model, grads, list(grads), lr, scale)
         return {}
 
 
 class NaiveTuckerUpdate(UpdateRule):
-    """Core and factors as ordinary parameters (SGD / heavy ball on their Euclidean gradients)."""
+    """Core and factors as ordinary parameters (the optimizer on their Euclidean gradients)."""
 
-    def step(self, model, lr, regrad):
+    def step(self, model, lr, regrad, close_cycle=True):
         grads = model.grads
-        self._dense_update(model, grads, plain_gradient_keys(model, grads), lr)
-        for name, layer in model.tucker_layers().items():
+        keys = plain_gradient_keys(model, grads)
+        layers = model.tucker_layers()
+        factor_keys = {name: [f"{name}.core"] + [f"{name}.factors.{i}" for i in range(layer.weight.ndim)]
+                       for name, layer in layers.items()}
+        scale = 1.0
+        if self.config.clip_grad_norm:
+            every = keys + [k for ks in factor_keys.values() for k in ks]
+            scale = self.clip_scale(self.squared_norm(grads[k] for k in every))
+        self._dense_update(model, grads, keys, lr, scale)
+        for name, layer in layers.items():
             T = layer.weight
-            core = self._update(f"{name}.core", T.core, grads[f"{name}.core"], lr)
-            factors = [self._update(f"{name}.factors.{i}", U, grads[f"{name}.factors.{i}"], lr)
-                       for i, U in enumerate(T.factors)]
+            core_key, *keys_u = factor_keys[name]
+            core = self._update(core_key, T.core, grads[core_key], lr, scale)
+            factors = [self._update(k, U, grads[k], lr, scale) for k, U in zip(keys_u, T.factors)]
             layer.weight = TuckerTensor(core, factors)
         return {}
 
-    def _update(self, key, param, grad, lr):
+    def _update(self, key, param, grad, lr, scale):
+        if scale != 1.0:
+            grad = grad * grad.dtype.type(scale)
         new, self.dense_state[key] = self.optimizer.dense_step(param, grad, self.dense_state.get(key), lr)
         return new
 
@@ -141,7 +216,7 @@ class _LayerwiseUpdate(UpdateRule):
     def gradient_keys(self, model, grads) -> list[str]:
         return plain_gradient_keys(model, grads)
 
-    def step(self, model, lr, regrad):
+    def step(self, model, lr, regrad, close_cycle=True):
         grads = model.grads
         layers = model.tucker_layers()
         oracles = {name: layer.gradient_oracle() for name, layer in layers.items()}
@@ -152,34 +227,94 @@ class _LayerwiseUpdate(UpdateRule):
         return {name: report.to_dict() for name, (_, report) in results.items()}
 
 
-class TDLRTUpdate(_LayerwiseUpdate):
-    """Rank-adaptive BUG step per factorized layer; heavy-ball velocity per layer on its core."""
+class TDLRTUpdate(UpdateRule):
+    """The TDLRT cycle per factorized layer (augment, ``s_steps`` S-steps, truncate); the rest dense.
+
+    Between batches of an open cycle, :attr:`cycles` holds each layer's
+    :class:`~tucker_ref.integrators.steps.AugmentedPoint` and the data of its report (the
+    starting point ``Y0``, ``‖Π∇L(Y0)‖``). Per step the report of a layer is the
+    :class:`~tucker_ref.integrators.steps.StepReport` of its cycle when the cycle was
+    truncated on this batch, else ``{"phase": "augment" | "s_step", "s_steps": k,
+    "ranks_augmented": …}``.
+    """
 
     def __init__(self, config):
         super().__init__(config)
         self.layer_optimizers: dict = {}
+        self.cycles: dict = {}
 
-    def layer_step(self, name, layer, oracle, lr, regrad):
+    def gradient_keys(self, model, grads) -> list[str]:
+        return plain_gradient_keys(model, grads)
+
+    def step(self, model, lr, regrad, close_cycle=True):
         c = self.config
-        optimizer = self.layer_optimizers.setdefault(name, self.new_optimizer())
-        return tdlrt_step(layer.weight, oracle, lr, tau=c.tau, variant=VARIANTS[c.variant],
-                          adaptive_modes=adaptive_modes_for(layer.weight.ndim, c.adaptive_modes), rmin=c.rmin,
-                          rmax=c.rmax, s_step_gradient="same_point", optimizer=optimizer,
-                          diagnostics=c.diagnostics, name=name)
+        grads = model.grads
+        layers = model.tucker_layers()
+        opened = not self.cycles
+        core_grads = {}
+        for name, layer in layers.items():
+            optimizer = self.layer_optimizers.setdefault(name, self.new_optimizer())
+            oracle = layer.gradient_oracle()
+            if opened:
+                point = augment(layer.weight, oracle, variant=VARIANTS[c.variant], optimizer=optimizer, name=name)
+                self.cycles[name] = {"point": point, "Y0": layer.weight, "oracle0": oracle}
+            point = self.cycles[name]["point"]
+            core_grads[name] = galerkin_gradient(point, oracle, name=name, caller="tdlrt_step")
+            if opened:
+                self.cycles[name]["proj_grad_norm"] = float(np.linalg.norm(core_grads[name]))
+        dense_keys = plain_gradient_keys(model, grads)
+        scale = 1.0
+        if c.clip_grad_norm:
+            scale = self.clip_scale(self.squared_norm(core_grads.values())
+                                    + self.squared_norm(grads[k] for k in dense_keys))
+        for name in layers:
+            cycle = self.cycles[name]
+            cycle["point"] = s_step(cycle["point"], None, lr, optimizer=self.layer_optimizers[name],
+                                    core_grad=core_grads[name], grad_scale=scale, name=name, caller="tdlrt_step")
+        close = close_cycle or next(iter(self.cycles.values()))["point"].s_steps >= c.s_steps
+        reports = {}
+        for name, layer in layers.items():
+            point = self.cycles[name]["point"]
+            if close:
+                reports[name] = self._close(name, layer).to_dict()
+            else:
+                layer.weight = point.tucker()
+                reports[name] = {"phase": "augment" if opened else "s_step", "s_steps": point.s_steps,
+                                 "ranks_augmented": list(point.ranks)}
+        if close:
+            self.cycles = {}
+        self._dense_update(model, grads, dense_keys, lr, scale)
+        return reports
+
+    def _close(self, name, layer):
+        """Truncate the layer's cycle, write ``Y1`` into it, and return the cycle's StepReport."""
+        c = self.config
+        cycle = self.cycles[name]
+        point, Y0 = cycle["point"], cycle["Y0"]
+        rmin, rmax = rank_bounds(Y0.shape, c)
+        adaptive = adaptive_modes_for(Y0.ndim, c.adaptive_modes)
+        Y1, trunc = truncate_cycle(point, tau=c.tau, adaptive_modes=adaptive, rmin=rmin, rmax=rmax,
+                                   optimizer=self.layer_optimizers[name], name=name, caller="tdlrt_step")
+        layer.weight = Y1
+        return cycle_report(point, Y0, Y1, trunc, oracle0=cycle["oracle0"], proj_grad_norm=cycle["proj_grad_norm"],
+                            diagnostics=c.diagnostics,
+                            s_step_gradient="same_point" if point.s_steps == 1 else "reevaluate")
 
     def state_arrays(self):
+        if self.cycles:
+            raise RuntimeError("a checkpoint needs closed TDLRT cycles (the trainer closes them before saving)")
         out = super().state_arrays()
-        out.update({f"core/{n}": opt.state for n, opt in self.layer_optimizers.items() if opt.state is not None})
+        for name, opt in self.layer_optimizers.items():
+            out.update({f"core/{name}/{field}": v for field, v in opt.state_arrays(opt.state).items()})
         return out
 
     def load_state_arrays(self, arrays):
         super().load_state_arrays(arrays)
         self.layer_optimizers = {}
-        for key, value in arrays.items():
-            if key.startswith("core/"):
-                optimizer = self.new_optimizer()
-                optimizer.state = value
-                self.layer_optimizers[key[len("core/"):]] = optimizer
+        for name, fields in _grouped(arrays, "core/").items():
+            optimizer = self.new_optimizer()
+            optimizer.state = optimizer.state_from_arrays(fields)
+            self.layer_optimizers[name] = optimizer
 
 
 class FixedRankUpdate(_LayerwiseUpdate):

@@ -51,14 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import iterate_minibatches, load_dataset
+from ..data import iterate_minibatches, load_dataset, stratified_split
+from ..integrators.optim import LR_SCHEDULES
 from ..nn.functional import softmax_cross_entropy
 from ..nn.models import LENET5_WEIGHT_SHAPES, lenet5
 from ..truncation import feasible_ranks
 from ..tucker import TuckerTensor
 from . import checkpoint as ckpt
 from .config import DEFAULT_INIT_RANK, FACTORIZED_METHODS, TrainConfig
-from .methods import adaptive_modes_for, make_update_rule, plain_gradient_keys
+from .methods import adaptive_modes_for, make_update_rule, plain_gradient_keys, rank_bounds
 from .metrics import accuracy, core_spectra, parameter_report, ranks_of
 from .progress import ProgressLine
 from .runfiles import append_jsonl, keep_jsonl, write_json
@@ -69,6 +70,8 @@ EVAL_BATCH_SIZE = 500
 #: Seed of the choice of ``--train-subset`` / ``--test-subset`` examples: fixed, so that runs
 #: with different ``--seed`` see the same examples.
 SUBSET_SEED = 0
+#: Seed of the stratified choice of the ``--validation`` images (fixed for every ``--seed``).
+VALIDATION_SEED = 1
 #: Settings of one invocation: a resumed run takes them from its own arguments, never from the
 #: checkpoint (``max_steps`` stops this invocation only; a resume without it runs to ``epochs``).
 PER_INVOCATION = ("max_steps", "log_every", "quiet", "plots")
@@ -89,12 +92,15 @@ def initial_ranks(config: TrainConfig) -> dict | None:
     """Initial ranks ``{layer: tuple}`` of the factorized layers (``None`` for ``full``).
 
     Frozen (non-adaptive) modes start and stay at full rank. On adaptive modes a fraction
-    ``f`` gives ``max(1, ⌈f n_i⌉)``, an integer ``r`` gives ``min(r, n_i)``; explicit per-layer
-    ranks are used as given (layers not named use :data:`DEFAULT_INIT_RANK`). The result is
-    made feasible (``r_i ≤ ∏_{j≠i} r_j``).
+    ``f`` gives ``max(1, ⌈f n_i⌉)``, an integer ``r`` gives ``min(r, n_i)``, ``None`` (the
+    ``tdlrt`` default) gives ``n_i``; for ``tdlrt`` these are then capped by ``rmax`` /
+    ``rmax_fraction`` (:func:`~tucker_ref.training.methods.rank_bounds`). Explicit per-layer
+    ranks are used as given (layers not named use the default). The result is made feasible
+    (``r_i ≤ ∏_{j≠i} r_j``).
     """
     if config.method not in FACTORIZED_METHODS:
         return None
+    default = None if config.method == "tdlrt" else DEFAULT_INIT_RANK
     out = {}
     for name in ("conv1", "conv2", "fc1"):
         shape = LENET5_WEIGHT_SHAPES[name]
@@ -103,16 +109,21 @@ def initial_ranks(config: TrainConfig) -> dict | None:
             if name in spec:
                 out[name] = tuple(spec[name])
                 continue
-            spec = DEFAULT_INIT_RANK
+            spec = default
         adaptive = adaptive_modes_for(len(shape), config.adaptive_modes)
+        caps = rank_bounds(shape, config)[1] if config.method == "tdlrt" else [None] * len(shape)
         ranks = []
         for i, n in enumerate(shape):
             if i not in adaptive:
                 ranks.append(n)
+                continue
+            if spec is None:
+                r = n
             elif isinstance(spec, float):
-                ranks.append(max(1, math.ceil(spec * n)))
+                r = max(1, math.ceil(spec * n))
             else:
-                ranks.append(min(int(spec), n))
+                r = min(int(spec), n)
+            ranks.append(r if caps[i] is None else min(r, caps[i]))
         out[name] = feasible_ranks(ranks)
     if isinstance(config.init_rank, dict):
         unknown = set(config.init_rank) - set(out)
@@ -127,9 +138,17 @@ def build_model(config: TrainConfig):
     ``full``: the dense LeNet5 (PyTorch default init, ``seed``). Factorized methods: conv1,
     conv2 Tucker and fc1 low-rank, each the HOSVD at :func:`initial_ranks` of the same dense
     initialization (computed in float64, then cast to ``config.dtype``); biases and fc2 are
-    the dense model's.
+    the dense model's. With ``init_from`` every parameter comes from that ``full`` run's last
+    checkpoint (:func:`load_dense_model`), the factorized layers by ST-HOSVD of its kernels at
+    :func:`initial_ranks` (decompose-then-finetune; no rescaling).
     """
     dtype = np.dtype(config.dtype)
+    if config.init_from is not None:
+        dense = load_dense_model(config.init_from)
+        if config.method not in FACTORIZED_METHODS:
+            return lenet5(from_dense=dense, dtype=dtype)
+        return lenet5(tucker_conv=True, low_rank_dense=True, ranks=initial_ranks(config), from_dense=dense,
+                      sequential=True, dtype=dtype)
     if config.method not in FACTORIZED_METHODS:
         return lenet5(dtype=dtype, seed=config.seed)
     dense = lenet5(dtype=np.float64, seed=config.seed)
@@ -140,6 +159,28 @@ def build_model(config: TrainConfig):
         scale = np.linalg.norm(dense[name].weight) / np.linalg.norm(T.core.astype(np.float64))
         layer.weight = TuckerTensor(T.core * dtype.type(scale), T.factors)
     return model
+
+
+def load_dense_model(run_dir):
+    """The dense LeNet5 (float64) of the last checkpoint of a ``--method full`` run in ``run_dir``."""
+    arrays, meta = ckpt.load_checkpoint(Path(run_dir))
+    method = meta.get("config", {}).get("method")
+    if method != "full":
+        raise ValueError(f"init_from must name a run of --method full, {run_dir} holds a {method!r} run")
+    model = lenet5(dtype=np.dtype(meta["config"]["dtype"]))
+    ckpt.load_model_state(model, arrays)
+    return model
+
+
+def validation_split(train, n: int):
+    """``(train', validation)``: ``n`` images of ``train`` set aside, stratified by digit (seed
+    :data:`VALIDATION_SEED`, the same for every ``--seed``), to choose settings on."""
+    keep, held = stratified_split(train.labels, n, np.random.default_rng(VALIDATION_SEED))
+    rest = dataclasses.replace(train.subset(keep),
+                               description=f"{train.description}; {len(held)} of them set aside for validation")
+    val = dataclasses.replace(train.subset(held), name=train.name.replace("train", "validation"),
+                              description=f"validation split: {len(held)} images of {train.description}")
+    return rest, val
 
 
 def load_data(config: TrainConfig):
@@ -210,8 +251,18 @@ def format_summary(summary: dict) -> str:
     if final.get("test_accuracy") is not None:
         lines.append(f"  test accuracy {100 * final['test_accuracy']:.2f}% (test loss {final['test_loss']:.4f}) after "
                      f"{summary['epochs_completed']} epoch(s), {summary['steps']} steps")
+    if final.get("validation_accuracy") is not None:
+        lines.append(f"  validation accuracy {100 * final['validation_accuracy']:.2f}% "
+                     f"(loss {final['validation_loss']:.4f})")
+    args = summary.get("args") or {}
+    initial = summary.get("initial_ranks") or {}
+    if summary["method"] == "tdlrt" and initial:
+        start = "a full-rank start" if args.get("init_rank") is None and args.get("rmax_fraction") is None else \
+            "the initial ranks"
+        lines.append(f"  ranks found by tau = {args.get('tau')} from {start} (initial -> final):")
     for name, ranks in (summary.get("ranks") or {}).items():
-        lines.append(f"  ranks {name}: {tuple(ranks)}")
+        before = f"{tuple(initial[name])} -> " if summary["method"] == "tdlrt" and name in initial else ""
+        lines.append(f"  ranks {name}: {before}{tuple(ranks)}")
     comp = summary.get("compression") or {}
     if comp.get("conv") is not None:
         lines.append(f"  compression: conv layers {100 * comp['conv']:.2f}%, whole network "
@@ -284,9 +335,14 @@ class _Run:
                                   "another --out")
         self.config = config
         self.train_set, self.test_set = load_data(config)
+        self.validation_set = None
+        if config.validation:
+            self.train_set, self.validation_set = validation_split(self.train_set, config.validation)
         self.model = build_model(config)
+        self.initial_ranks = ranks_of(self.model)
         self.rule = make_update_rule(config)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
+        self.lr_at = LR_SCHEDULES[config.lr_schedule](config.lr, config.epochs * self.steps_per_epoch)
         if config.resume:
             self._restore(arrays, meta)
         else:
@@ -374,22 +430,23 @@ class _Run:
         total = sum(float(np.sum(layer.gradient_oracle().dense_gradient().astype(np.float64) ** 2)) for layer in layers)
         return math.sqrt(total + self._plain_gradient_sq())
 
-    def _train_step(self, x, y) -> dict:
+    def _train_step(self, x, y, close_cycle: bool) -> dict:
         c = self.config
         start = time.perf_counter()
         loss, logits = self._forward_backward(x, y)
+        lr = self.lr_at(self.step)
         record = {"step": self.step + 1, "epoch": self.epoch + 1, "loss": loss,
-                  "accuracy": accuracy(logits, y), "lr": c.lr}
+                  "accuracy": accuracy(logits, y), "lr": lr}
         if c.check_descent:
             grad_norm_before = self._gradient_norm()
             plain_sq = self._plain_gradient_sq()
         with _overflow_is_divergence(f"the update of {self._where()}"):
-            reports = self.rule.step(self.model, c.lr, lambda: self._forward_backward(x, y))
+            reports = self.rule.step(self.model, lr, lambda: self._forward_backward(x, y), close_cycle)
         self._check_parameters()
         record["ranks"] = ranks_of(self.model)
         record["layers"] = reports
         if c.check_descent:
-            record["descent"] = self._descent(x, y, loss, reports, plain_sq, grad_norm_before)
+            record["descent"] = self._descent(x, y, loss, reports, plain_sq, grad_norm_before, lr)
         record["time_s"] = time.perf_counter() - start
         self.sums["loss"] += loss * len(y)
         self.sums["correct"] += int(round(record["accuracy"] * len(y)))
@@ -398,7 +455,7 @@ class _Run:
         append_jsonl(self.steps_path, record)
         return record
 
-    def _descent(self, x, y, loss_before, reports, plain_sq, grad_norm_before) -> dict:
+    def _descent(self, x, y, loss_before, reports, plain_sq, grad_norm_before, lr) -> dict:
         loss_after, _ = self._forward_backward(x, y)
         method = self.config.method
         if method == "tdlrt":
@@ -408,7 +465,7 @@ class _Run:
             proj_sq, eta = plain_sq, 0.0
         else:
             proj_sq = eta = None
-        return descent_record(loss_before, loss_after, self.config.lr, proj_sq, eta, grad_norm_before,
+        return descent_record(loss_before, loss_after, lr, proj_sq, eta, grad_norm_before,
                               self._gradient_norm())
 
     # -- epochs ------------------------------------------------------------------------
@@ -428,6 +485,7 @@ class _Run:
             "epoch": self.epoch + 1, "step": self.step, "partial": partial,
             "train_loss": self.sums["loss"] / seen, "train_accuracy": self.sums["correct"] / seen,
             "test_loss": test_loss, "test_accuracy": test_acc,
+            **self._validation_metrics(),
             "ranks": ranks_of(self.model),
             "layer_params": {n: layer["stored"] for n, layer in report["layers"].items()},
             "weights": report["weights"], "params": report["params"],
@@ -437,6 +495,13 @@ class _Run:
         append_jsonl(self.metrics_path, record)
         self.last_epoch_record = record
         return record
+
+    def _validation_metrics(self) -> dict:
+        """``validation_loss``, ``validation_accuracy`` on the ``--validation`` split (empty without one)."""
+        if self.validation_set is None:
+            return {}
+        loss, acc = evaluate(self.model, self.validation_set)
+        return {"validation_loss": loss, "validation_accuracy": acc}
 
     def run(self) -> dict:
         c = self.config
@@ -452,7 +517,9 @@ class _Run:
                 for b, (x, y) in enumerate(batches):
                     if b < self.batch_in_epoch:
                         continue
-                    record = self._train_step(x, y)
+                    last = b + 1 == self.steps_per_epoch or (c.max_steps is not None
+                                                             and self.step + 1 >= c.max_steps)
+                    record = self._train_step(x, y, close_cycle=last)
                     self.batch_in_epoch = b + 1
                     if self.batch_in_epoch % c.log_every == 0 or self.batch_in_epoch == self.steps_per_epoch:
                         progress.update(self.batch_in_epoch, self._progress_text(record))
@@ -488,8 +555,11 @@ class _Run:
         c = self.config
         if self.last_epoch_record is None or self.last_epoch_record["step"] != self.step:
             test_loss, test_acc = evaluate(self.model, self.test_set) if status != "diverged" else (None, None)
+            validation = self._validation_metrics() if status != "diverged" else {}
         else:
             test_loss, test_acc = self.last_epoch_record["test_loss"], self.last_epoch_record["test_accuracy"]
+            validation = {k: self.last_epoch_record[k] for k in ("validation_loss", "validation_accuracy")
+                          if k in self.last_epoch_record}
         report = parameter_report(self.model)
         steps_done = len(self.epoch_times) * self.steps_per_epoch
         summary = {
@@ -499,8 +569,10 @@ class _Run:
             "dataset": self.train_set.description,
             "test_set": self.test_set.description,
             "out": str(self.out),
-            "final": {"test_accuracy": test_acc, "test_loss": test_loss,
+            "validation_set": None if self.validation_set is None else self.validation_set.description,
+            "final": {"test_accuracy": test_acc, "test_loss": test_loss, **validation,
                       "train_loss": None if self.last_epoch_record is None else self.last_epoch_record["train_loss"]},
+            "initial_ranks": self.initial_ranks,
             "ranks": ranks_of(self.model),
             "compression": {"conv": report["conv_compression"], "network": report["network_compression"]},
             "parameters": report,
