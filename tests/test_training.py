@@ -432,3 +432,186 @@ def test_sweep_script_smoke_run(tmp_path):
     assert {runs[f"naive-tucker-lr0.02-tau{tau}-seed0"]["lr"] for tau in ("0.05", "0.1")} == {0.02}
     for name in ("results.csv", "runs.csv", "results.md", "accuracy_vs_compression.png", "curves.png", "curves_naive.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+# ---------------------------------------------------------------------------------------
+# the TDLRT cycle, optimizers, schedules, clipping, caps, decompose-then-finetune, validation
+# ---------------------------------------------------------------------------------------
+def test_trainer_step_is_tdlrt_step_operation_for_operation():
+    """``--s-steps 1``: each factorized layer's update is ``tdlrt_step`` (same oracle, same
+    optimizer state), bit for bit; the dense parameters take the optimizer's dense step."""
+    from tucker_ref.integrators.optim import HeavyBall
+    from tucker_ref.integrators.steps import tdlrt_step
+    from tucker_ref.training.methods import adaptive_modes_for
+
+    config = TrainConfig(init_rank=0.2, tau=0.1, dtype="float64").validated()
+    model = build_model(config)
+    rule = make_update_rule(config)
+    regrad = one_batch(model)
+    expected = {}
+    for k in range(2):  # the second step starts from a non-zero velocity
+        if k:
+            regrad()
+        for name, layer in model.tucker_layers().items():
+            opt = HeavyBall(0.9)
+            opt.state = None if name not in rule.layer_optimizers else rule.layer_optimizers[name].state.copy()
+            expected[name] = (tdlrt_step(layer.weight, layer.gradient_oracle(), 0.05, tau=0.1,
+                                         adaptive_modes=adaptive_modes_for(4 if "conv" in name else 2, "channel"),
+                                         optimizer=opt, diagnostics=False)[0], opt.state)
+        reports = rule.step(model, 0.05, None)
+        for name, layer in model.tucker_layers().items():
+            Y, velocity = expected[name]
+            assert layer.weight.ranks == Y.ranks and np.array_equal(layer.weight.core, Y.core)
+            assert all(np.array_equal(a, b) for a, b in zip(layer.weight.factors, Y.factors))
+            assert np.array_equal(rule.layer_optimizers[name].state, velocity)
+            assert reports[name]["s_steps"] == 1 and reports[name]["ranks_after"] == list(Y.ranks)
+
+
+def test_s_steps_cycle_spans_k_batches_and_closes_at_the_epoch_end(tmp_path):
+    """5 batches per epoch, ``--s-steps 3``: cycles of batches 1-3 and 4-5 (closed by the epoch end).
+
+    Inside a cycle the layer computes with the augmented point (its ranks are the augmented
+    ranks) and only the truncation changes them; each closing report counts its S-steps.
+    """
+    run(tmp_path, train_subset=320, epochs=2, s_steps=3)
+    steps = read_jsonl(tmp_path / "steps.jsonl")
+    assert len(steps) == 10
+    for epoch in (0, 5):
+        phases = [steps[epoch + k]["layers"]["conv2"] for k in range(5)]
+        assert phases[0]["phase"] == "augment" and phases[1]["phase"] == "s_step"
+        assert phases[2]["s_steps"] == 3 and "eta" in phases[2]
+        assert phases[3]["phase"] == "augment" and phases[4]["s_steps"] == 2 and "eta" in phases[4]
+        augmented = phases[0]["ranks_augmented"]
+        assert phases[1]["ranks_augmented"] == augmented == phases[2]["ranks_augmented"]
+        assert steps[epoch]["ranks"]["conv2"] == steps[epoch + 1]["ranks"]["conv2"] == augmented
+        assert steps[epoch + 2]["ranks"]["conv2"] == phases[2]["ranks_after"] == phases[3]["ranks_before"]
+    # the checkpoint after each epoch holds closed cycles (truncated ranks)
+    arrays, meta = ckpt.load_checkpoint(tmp_path)
+    assert list(arrays["param/conv2.core"].shape) == steps[-1]["ranks"]["conv2"]
+
+
+@pytest.mark.parametrize("settings", [
+    dict(optimizer="adamw", lr=1e-3, lr_schedule="cosine", clip_grad_norm=1.0, s_steps=2, rmax_fraction=0.5, rmin=3),
+    dict(optimizer="adam", lr=1e-3, weight_decay=1e-4),
+    dict(method="full", optimizer="adamw", lr=1e-3, clip_grad_norm=0.5, lr_schedule="cosine"),
+    dict(method="naive-tucker", optimizer="adam", lr=1e-3, clip_grad_norm=0.5),
+])
+def test_optimizers_resume_bit_identically(tmp_path, settings):
+    """Every optimizer's state (Adam's m, v and step count) survives a checkpoint."""
+    settings = dict(train_subset=192, epochs=2, **settings)
+    run(tmp_path / "straight", **settings)
+    # stop after the first epoch with --max-steps (not --epochs 1, which would be a run whose
+    # cosine schedule spans one epoch)
+    run(tmp_path / "resumed", **{**settings, "max_steps": 3})
+    run(tmp_path / "resumed", **settings, resume=True)
+    a, _ = final_arrays(tmp_path / "straight")
+    b, _ = final_arrays(tmp_path / "resumed")
+    assert sorted(a) == sorted(b)
+    assert any(k.endswith("/v") for k in a) == (settings["optimizer"] in ("adam", "adamw"))
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    assert without_times(read_jsonl(tmp_path / "straight" / "steps.jsonl")) == \
+        without_times(read_jsonl(tmp_path / "resumed" / "steps.jsonl"))
+
+
+def test_cosine_schedule_is_logged_per_step(tmp_path):
+    from tucker_ref.integrators.optim import cosine_lr
+
+    run(tmp_path, epochs=3, lr=0.04, lr_schedule="cosine")
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "steps.jsonl")]
+    assert lrs == [cosine_lr(0.04, 6)(k) for k in range(6)] and lrs[0] == 0.04 and lrs[-1] < 0.04
+
+
+@pytest.mark.parametrize("method", ["full", "tdlrt"])
+def test_clipping_bounds_the_whole_update(tmp_path, method):
+    """Plain SGD with the gradient norm clipped to ``c``: the parameter vector moves by exactly
+    ``λc`` (TDLRT at τ = 0: the truncation drops nothing, so ``Y1 = Ŷ1`` to rounding, and the
+    S-step moves ``Ŷ`` by ``λ‖g_core‖`` in an orthonormal basis)."""
+    c, lr = 1e-3, 0.05
+    config = TrainConfig(method=method, optimizer="sgd", clip_grad_norm=c, tau=0.0, init_rank=0.2,
+                         dtype="float64").validated()
+    model = build_model(config)
+    rule = make_update_rule(config)
+    before = {k: (v.full() if hasattr(v, "full") else v).copy() for k, v in weights_and_biases(model).items()}
+    one_batch(model)
+    rule.step(model, lr, None)
+    after = weights_and_biases(model)
+    moved = np.sqrt(sum(np.sum(((after[k].full() if hasattr(after[k], "full") else after[k]) - before[k]) ** 2)
+                        for k in before))
+    assert moved == pytest.approx(lr * c, rel=1e-9)
+
+
+def weights_and_biases(model) -> dict:
+    out = {}
+    for name, layer in model.named_layers():
+        for pname in ("weight", "bias"):
+            if getattr(layer, pname, None) is not None:
+                out[f"{name}.{pname}"] = getattr(layer, pname)
+    return out
+
+
+def test_rank_caps_hold_from_the_start(tmp_path):
+    """``--rmax-fraction 0.5``: start at the cap ``⌊n/2⌋`` and never exceed it; ``rmin`` is lowered to
+    the cap of conv1's single input channel."""
+    run(tmp_path, epochs=1, init_rank=None, rmax_fraction=0.5, rmin=3, tau=0.0)
+    caps = {"conv1": [10, 1], "conv2": [25, 10], "fc1": [250, 400]}
+    for record in read_jsonl(tmp_path / "steps.jsonl"):
+        for name, layer in record["layers"].items():
+            assert all(r <= cap for r, cap in zip(layer["ranks_after"], caps[name]))
+            assert layer["ranks_before"][:2] == [min(c, caps[name][0]) for c in caps[name][:2]] or \
+                record["step"] > 1
+    first = read_jsonl(tmp_path / "steps.jsonl")[0]["layers"]
+    assert first["conv1"]["ranks_before"] == [10, 1, 5, 5] and first["fc1"]["ranks_before"] == [250, 250]
+
+
+def test_decompose_then_finetune_starts_from_the_st_hosvd_of_the_dense_run(tmp_path):
+    from tucker_ref.truncation import hosvd
+
+    run(tmp_path / "dense", method="full", epochs=1)
+    arrays, _ = ckpt.load_checkpoint(tmp_path / "dense")
+    spec = "conv1=5x1x5x5,conv2=8x6x5x5,fc1=30x30"
+    config = TrainConfig(method="naive-tucker", init_rank=spec, init_from=str(tmp_path / "dense"),
+                         **{k: v for k, v in SMALL.items() if k != "init_rank"}).validated()
+    model = build_model(config)
+    for name, ranks in (("conv1", (5, 1, 5, 5)), ("conv2", (8, 6, 5, 5)), ("fc1", (30, 30))):
+        dense = arrays[f"param/{name}.weight"].astype(np.float64)
+        expected = hosvd(dense, ranks=ranks, sequential=True)[0].full()
+        assert model[name].weight.ranks == ranks
+        assert np.allclose(model[name].weight.full(), expected, rtol=0, atol=1e-6 * np.abs(dense).max())
+        assert np.array_equal(model[name].bias, arrays[f"param/{name}.bias"])
+    assert np.array_equal(model["fc2"].weight, arrays["param/fc2.weight"])
+    with pytest.raises(ValueError, match="init_from must name a run of --method full"):
+        run(tmp_path / "tdlrt", epochs=1)
+        build_model(TrainConfig(method="naive-tucker", init_from=str(tmp_path / "tdlrt")).validated())
+
+
+def test_validation_split_is_held_out_and_logged(tmp_path):
+    from tucker_ref.training.trainer import validation_split
+
+    train_set, _ = load_data(TrainConfig().validated())
+    rest, val = validation_split(train_set, 500)
+    assert len(rest) == 3500 and len(val) == 500
+    assert np.bincount(val.labels, minlength=10).tolist() == [50] * 10
+    rows = {r.tobytes() for r in rest.images.reshape(len(rest), -1)}
+    assert not any(r.tobytes() in rows for r in val.images.reshape(len(val), -1))
+    summary = run(tmp_path, epochs=1, validation=64, train_subset=192)
+    epoch = read_jsonl(tmp_path / "metrics.jsonl")[0]
+    assert 0 <= epoch["validation_accuracy"] <= 1 and summary["final"]["validation_accuracy"] == \
+        epoch["validation_accuracy"]
+    assert "validation" in summary["validation_set"] and summary["steps"] == 2  # 128 images left to train on
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(method="full", s_steps=2), "s_steps > 1 is the TDLRT cycle"),
+    (dict(check_descent=True, s_steps=2), "check_descent measures one TDLRT step per batch"),
+    (dict(optimizer="adam", momentum=0.9), "momentum applies to --optimizer momentum only"),
+    (dict(method="fixed-rank", optimizer="adam"), "no momentum transport"),
+    (dict(optimizer="rmsprop"), "optimizer must be one of"),
+    (dict(lr_schedule="step"), "lr_schedule must be one of"),
+    (dict(clip_grad_norm=0.0), "clip_grad_norm must be > 0"),
+    (dict(rmax_fraction=1.5), r"rmax_fraction must be a number in \(0, 1\]"),
+    (dict(validation=-1), "validation must be an integer >= 0"),
+])
+def test_new_settings_are_validated(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings).validated()

@@ -142,7 +142,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"weight decay: decoupled for adamw (default {ADAMW_WEIGHT_DECAY}, PyTorch's), an L2 term "
                         "in the gradient for the others (default 0); on a core it decays the network weight")
     g.add_argument("--lr-schedule", choices=LR_SCHEDULE_NAMES, default=S,
-                   help=f"learning-rate schedule over all steps of the run: constant, or cosine decay to 0 "
+                   help=f"learning-rate schedule over all steps of the run (--epochs x batches per epoch; a "
+                        f"--resume with another --epochs rescales it): constant, or cosine decay to 0 "
                         f"(default {d.lr_schedule})")
     g.add_argument("--clip-grad-norm", type=positive_float, default=S,
                    help="clip the joint norm of all gradients the optimizer reads (for tdlrt the S-step core "

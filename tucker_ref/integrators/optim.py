@@ -88,6 +88,9 @@ class SGD:
 
     def check_state(self, state, shape, where: str) -> None:
         """``ValueError`` unless ``state`` is ``None`` or this optimizer's state for a parameter of ``shape``."""
+        if isinstance(state, dict):
+            raise ValueError(f"{where}: optimizer.state holds another optimizer's state (keys {sorted(state)}); "
+                             f"{type(self).__name__} keeps None or one array of the core shape {tuple(shape)}")
         if state is not None and np.shape(state) != tuple(shape):
             raise ValueError(f"{where}: optimizer.state has shape {np.shape(state)}, expected the core shape "
                              f"{tuple(shape)} of Y (one optimizer instance per factorized parameter)")

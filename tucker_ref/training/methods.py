@@ -235,7 +235,7 @@ class TDLRTUpdate(UpdateRule):
     starting point ``Y0``, ``‖Π∇L(Y0)‖``). Per step the report of a layer is the
     :class:`~tucker_ref.integrators.steps.StepReport` of its cycle when the cycle was
     truncated on this batch, else ``{"phase": "augment" | "s_step", "s_steps": k,
-    "ranks_augmented": …}``.
+    "ranks_before": …, "ranks_augmented": …}``.
     """
 
     def __init__(self, config):
@@ -280,6 +280,7 @@ class TDLRTUpdate(UpdateRule):
             else:
                 layer.weight = point.tucker()
                 reports[name] = {"phase": "augment" if opened else "s_step", "s_steps": point.s_steps,
+                                 "ranks_before": list(self.cycles[name]["Y0"].ranks),
                                  "ranks_augmented": list(point.ranks)}
         if close:
             self.cycles = {}
