@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from tucker_ref import TuckerTensor, fold, multi_mode_product, unfold
@@ -27,6 +27,7 @@ from tucker_ref.integrators.baselines import (
     riemannian_gd_step,
 )
 from tucker_ref.integrators.steps import augmented_bases, fixed_rank_bug_step, tdlrt_step
+from tucker_ref.integrators.substeps import truncate_step
 from tucker_ref.manifold import random_tangent_vector, tangent_projection
 from tucker_ref.testing.oracles import central_difference, relative_error
 from tucker_ref.testing.problems import (
@@ -39,11 +40,13 @@ from tucker_ref.testing.problems import (
     subspace_projection,
 )
 from tucker_ref.testing.strategies import (
+    DrawTally,
     conditioned_core,
     feasible_ranks_for,
     random_orthonormal,
     seeds,
     shapes,
+    tucker_example,
     tucker_tensors,
     unfolding_condition_numbers,
 )
@@ -83,12 +86,28 @@ def pre_truncation(Y: TuckerTensor, G, lr, variant="k_step"):
     return bases, Y.full() - lr * subspace_projection(G, bases)
 
 
-def assert_space_is_the_steps(Y, G, bases, Y_hat1, Y1, report):
-    """The rebuilt ``V`` is the step's: same ``‖ΠG‖`` and ``‖Ŷ1 − Y1‖ = η`` (both to rounding)."""
+def assert_space_is_the_steps(Y, G, lr, bases, Y_hat1, Y1, report):
+    """The rebuilt ``V`` is the step's: same ``‖ΠG‖`` and ``‖Ŷ1 − Y1‖ = η`` (both to rounding).
+
+    ``Ŷ1 = Y0 − λΠG`` is computed from terms of size ``‖Y0‖`` and ``λ‖ΠG‖``, so its rounding is
+    relative to ``‖Y0‖ + λ‖G‖``, not to ``‖Ŷ1‖``, which may nearly cancel (counterexample:
+    a difference of 5.1e-17 against a margin of 2.4e-17 from ``‖Ŷ1‖``).
+    """
     tol = rounding(Y)
     proj = norm(multi_mode_product(G, bases, transpose=True))
     assert abs(proj - report.proj_grad_norm) <= tol * norm(G)
-    assert abs(norm(Y_hat1 - Y1.full()) - report.eta) <= tol * norm(Y_hat1)
+    assert abs(norm(Y_hat1 - Y1.full()) - report.eta) <= tol * (norm(Y.full()) + lr * norm(G))
+
+
+def proper_subspace(report, G) -> bool:
+    """``V ≠`` the whole space: ``‖(I − Π)G‖ > 1e-8‖G‖`` (far above rounding). Only then are
+    ``P(Y0)G ∈ V`` and ``‖ΠG‖ ≥ ‖P(Y0)G‖`` more than ``G ∈ V`` and ``‖G‖ ≥ ‖P(Y0)G‖``."""
+    return report.residual_norm > 1e-8 * norm(G)
+
+
+def truncated(report, Y, G, lr) -> bool:
+    """Something above rounding was truncated: ``η > 1e-10 (‖Y0‖ + λ‖G‖)``."""
+    return report.eta > 1e-10 * (norm(Y.full()) + lr * norm(G))
 
 
 # =======================================================================================
@@ -194,13 +213,22 @@ def test_moving_target_has_fixed_rank_and_one_step_lands_on_the_next_target(shap
 # =======================================================================================
 # containment (spec §4): P(Y0)∇L(Y0) ∈ V, ‖Π∇L‖ ≥ ‖P∇L‖, ‖(I − Π)∇L‖ ≤ ε
 # =======================================================================================
-@given(Y=tucker_tensors(2, 4, 1, 6, min_sigma=1e-2), seed=seeds(), scale=st.floats(-3, 3))
+#: V fills the whole space (every mode n_i ≤ 2r_i, or full rank) in many unbiased draws.
+CONTAINMENT_DRAWS = DrawTally("V is a proper subspace, ||(I - Pi)G|| > 0", minimum=0.6)
+
+
+@CONTAINMENT_DRAWS.require
+@example(Y=tucker_example((7, 6, 5), (3, 2, 2), seed=41), seed=1, scale=0.0)
+@example(Y=tucker_example((6, 5, 5, 3), (2, 2, 2, 2), seed=42, min_sigma=1e-2), seed=2, scale=2.0)
+@example(Y=tucker_example((7, 5), (2, 2), seed=43, min_sigma=1e-2, spread=0.5), seed=3, scale=-2.0)
+@given(Y=tucker_tensors(2, 4, 3, 7, min_sigma=1e-2, min_rank=2, room=True), seed=seeds(), scale=st.floats(-3, 3))
 def test_containment_k_step(Y, seed, scale):
     G = 10.0**scale * np.random.default_rng(seed).standard_normal(Y.shape)
     Y1, report = tdlrt_step(Y, G, 0.1)
     bases = augmented_bases(Y, G)[0]
     _, Y_hat1 = pre_truncation(Y, G, 0.1)
-    assert_space_is_the_steps(Y, G, bases, Y_hat1, Y1, report)
+    assert_space_is_the_steps(Y, G, 0.1, bases, Y_hat1, Y1, report)
+    CONTAINMENT_DRAWS.record(proper_subspace(report, G))
     # P(Y0)G from row-space projectors (accurate at any cond): its part outside V is rounding.
     PG = tangent_projection(Y, G)
     assert norm(PG - subspace_projection(PG, bases)) <= rounding(Y) * norm(G)
@@ -214,17 +242,35 @@ def test_containment_k_step(Y, seed, scale):
 # =======================================================================================
 # descent (spec §4), many draws, λ up to and beyond 2/L
 # =======================================================================================
+#: The descent inequality holds for any Galerkin space containing Y0 (even V = span of the old
+#: factors); what is step-specific is ‖ΠG‖ ≥ ‖P(Y0)G‖, non-trivial only when V is proper.
+DESCENT_DRAWS = DrawTally("V is a proper subspace, ||(I - Pi)G|| > 0", minimum=0.5)
+
+
+@DESCENT_DRAWS.require
+@example(Y=tucker_example((6, 5, 5), (2, 2, 2), seed=51), seed=1, kind="quadratic", lr_factor=1.0, tau=0.1,
+         variant="k_step")
+@example(Y=tucker_example((5, 6, 4, 3), (2, 2, 2, 2), seed=52), seed=2, kind="softmax", lr_factor=1.5, tau=0.3,
+         variant="k_step")
+@example(Y=tucker_example((6, 6), (2, 2), seed=53), seed=3, kind="quadratic", lr_factor=2.5, tau=1e-2,
+         variant="augmented_gradient")
 @settings(max_examples=DESCENT_EXAMPLES)
-@given(Y=tucker_tensors(2, 4, 1, 4, min_sigma=1e-2), seed=seeds(), kind=st.sampled_from(["quadratic", "softmax"]),
-       lr_factor=st.floats(0.01, 3.0), tau=TAUS, variant=st.sampled_from(["k_step", "augmented_gradient"]))
+@given(Y=tucker_tensors(2, 4, 3, 6, min_sigma=1e-2, min_rank=2, room=True), seed=seeds(),
+       kind=st.sampled_from(["quadratic", "softmax"]), lr_factor=st.floats(0.01, 3.0), tau=TAUS,
+       variant=st.sampled_from(["k_step", "augmented_gradient"]))
 def test_descent(Y, seed, kind, lr_factor, tau, variant):
     p = make_problem(kind, Y.shape, seed)
     assume(p.smoothness > 0)
     lr = lr_factor / p.smoothness
     G = p.gradient(Y.full())
-    Y1, report = tdlrt_step(Y, G, lr, tau=tau, variant=variant, loss=p.loss_callable, diagnostics=False)
+    Y1, report = tdlrt_step(Y, G, lr, tau=tau, variant=variant, loss=p.loss_callable)
     bases, Y_hat1 = pre_truncation(Y, G, lr, variant)
-    assert_space_is_the_steps(Y, G, bases, Y_hat1, Y1, report)
+    assert_space_is_the_steps(Y, G, lr, bases, Y_hat1, Y1, report)
+    DESCENT_DRAWS.record(proper_subspace(report, G), f"eta > 0: {truncated(report, Y, G, lr)}")
+    # Containment, the step-specific part: ‖ΠG‖ ≥ ‖P(Y0)G‖ (P from the step's diagnostics, whose
+    # rounding grows with cond(Mat_i(C)); augmented_gradient resolves its directions to eps·cond too).
+    assert report.proj_grad_norm >= report.tangent_grad_norm - rounding(Y) * max(
+        unfolding_condition_numbers(Y.core)) * norm(G)
     L0, L1, Lhat1 = report.loss_before, report.loss_after, p.loss(Y_hat1)
     eta, proj, Ls = report.eta, report.proj_grad_norm, p.smoothness
     grad_hat = norm(p.gradient(Y_hat1))
@@ -307,16 +353,27 @@ def test_exactness_moving_target(shape, data, seed, speed):
 # =======================================================================================
 # truncation: η ≤ sqrt(Σ tails²), ranks feasible and within the clamps, τ = 0 keeps all
 # =======================================================================================
-@given(Y=tucker_tensors(2, 4, 1, 5, min_sigma=1e-2), seed=seeds(), lr=st.floats(0.0, 2.0), tau=TAUS,
-       use_theta=st.booleans(), rmin=st.integers(1, 4), rspan=st.one_of(st.none(), st.integers(0, 4)))
+#: η > 0 (something truncated) is what the certificate η ≤ sqrt(Σ tails²) is about.
+CERTIFICATE_DRAWS = DrawTally("eta > 0 (something above rounding truncated)", minimum=0.4)
+
+
+@CERTIFICATE_DRAWS.require
+@example(Y=tucker_example((6, 5, 4), (2, 2, 2), seed=61), seed=1, lr=1.0, tau=0.3, use_theta=False, rmin=1,
+         rspan=None)
+@example(Y=tucker_example((5, 5, 4, 3), (3, 2, 2, 2), seed=62, spread=0.5), seed=2, lr=0.5, tau=0.1, use_theta=True,
+         rmin=1, rspan=1)
+@given(Y=tucker_tensors(2, 4, 3, 6, min_sigma=1e-2, min_rank=2, room=True), seed=seeds(), lr=st.floats(0.05, 2.0),
+       tau=st.sampled_from([0.3, 0.1, 0.5, 1e-2, 0.0]), use_theta=st.booleans(),
+       rmin=st.one_of(st.just(1), st.integers(1, 4)), rspan=st.one_of(st.none(), st.integers(0, 4)))
 def test_truncation_certificate_and_clamps(Y, seed, lr, tau, use_theta, rmin, rspan):
     G = np.random.default_rng(seed).standard_normal(Y.shape)
     rmax = None if rspan is None else rmin + rspan
     bases, Y_hat1 = pre_truncation(Y, G, lr)
     kwargs = {"theta": tau * norm(Y_hat1)} if use_theta else {"tau": tau}
     Y1, report = tdlrt_step(Y, G, lr, rmin=rmin, rmax=rmax, **kwargs)
-    assert_space_is_the_steps(Y, G, bases, Y_hat1, Y1, report)
-    tol = rounding(Y) * norm(Y_hat1)
+    assert_space_is_the_steps(Y, G, lr, bases, Y_hat1, Y1, report)
+    CERTIFICATE_DRAWS.record(truncated(report, Y, G, lr), "clamped" if any(report.clamps.values()) else None)
+    tol = rounding(Y) * norm(Y_hat1)  # the truncation's SVDs and η work on Ĉ1, ‖Ĉ1‖ = ‖Ŷ1‖
     assert report.eta <= math.sqrt(sum(t * t for t in report.tails)) + tol
     assert relative_error(report.threshold, tau * norm(Y_hat1)) <= 1e-12 or tau == 0
     assert is_feasible(Y1.ranks) and Y1.ranks == report.ranks_after
@@ -345,6 +402,92 @@ def test_rmin_clamp_cut_by_feasibility_is_reported():
     Y1, report = tdlrt_step(Y, G, 0.0, tau=0.0, rmin=2)
     assert report.ranks_augmented == (1, 2) and Y1.ranks == (1, 1)
     assert "feasibility" in report.clamps[1]
+
+
+def test_fixed_clamp_is_recorded_for_a_non_adaptive_mode_truncated_back():
+    """Mode 1 is not adaptive and below full rank: augmented to 5 columns, then truncated back
+    to 3 whatever its tail (here ~40ϑ). Without the ``"fixed"`` clamp the report would show no
+    clamp with η far above ``√(#adaptive)·ϑ`` (η/ϑ = 56 in the first report of this)."""
+    rng = np.random.default_rng(0)
+    shape, ranks = (6, 5, 3, 3), (2, 3, 3, 3)
+    Y = TuckerTensor(conditioned_core(rng, ranks, 0.1), [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+    G = rng.standard_normal(shape)
+    Y1, report = tdlrt_step(Y, G, 0.1, tau=0.01, adaptive_modes=[0])
+    assert report.ranks_augmented[1] == 5 and Y1.ranks[1] == 3
+    assert report.clamps == {0: [], 1: ["fixed"], 2: [], 3: []}
+    assert report.tails[1] > 10 * report.threshold
+    assert report.eta > 10 * report.threshold  # √(#adaptive)·ϑ = ϑ does not bound η here
+    assert report.eta <= math.sqrt(sum(t * t for t in report.tails)) * (1 + 1e-12)
+    # The same step with mode 1 adaptive: no clamp, and the per-mode bound holds.
+    _, adaptive = tdlrt_step(Y, G, 0.1, tau=0.01, adaptive_modes=[0, 1])
+    assert not any(adaptive.clamps.values())
+    assert adaptive.eta <= math.sqrt(2) * adaptive.threshold * (1 + 1e-12)
+
+
+def test_without_clamps_the_bound_counts_the_non_adaptive_modes_truncated_back():
+    """No clamp recorded does not give ``η ≤ √(#adaptive)·ϑ`` when a non-adaptive mode is
+    truncated back with a tail ``≤ ϑ``: that tail counts as well (here η/ϑ = 1.28 with one
+    adaptive mode), and the bound is ``√m·ϑ`` with ``m`` = 2 truncated modes."""
+    rng = np.random.default_rng(0)
+    shape, r_hat = (7, 6, 5), (4, 4, 3)
+    C = rng.standard_normal(r_hat) * np.array([1.0, 1.0, 0.3, 0.2])[:, None, None]
+    U_hat = [random_orthonormal(rng, n, r) for n, r in zip(shape, r_hat)]
+    theta = 1.001 * tail_norms(np.linalg.svd(unfold(C, 1), compute_uv=False))[3]  # mode 1's tail at rank 3 is ≤ ϑ
+    Y1, report = truncate_step(C, U_hat, theta=theta, adaptive_modes=[0], fixed_ranks=(None, 3, 3))
+    assert Y1.ranks == (3, 3, 3) and not any(report.clamps.values())
+    assert report.tails[0] <= theta and report.tails[1] <= theta
+    assert report.error > 1.2 * theta
+    assert report.error <= math.sqrt(2) * theta * (1 + 1e-12)
+
+
+#: The "fixed" bookkeeping is exercised only when a non-adaptive mode is truncated back.
+CLAMP_DRAWS = DrawTally("a non-adaptive mode below full rank is truncated back", minimum=0.5)
+
+
+@CLAMP_DRAWS.require
+@example(Y=tucker_example((6, 5, 3, 3), (2, 3, 3, 3), seed=71), seed=1, lr=0.1, tau=0.01,
+         adaptive=(True, False, False, False), rmax=None)
+@example(Y=tucker_example((7, 6, 5), (3, 2, 2), seed=72), seed=2, lr=0.5, tau=0.3,
+         adaptive=(False, True, False, False), rmax=None)
+@example(Y=tucker_example((6, 5, 5), (2, 2, 2), seed=73), seed=3, lr=1e-3, tau=0.2,
+         adaptive=(False, False, False, False), rmax=None)
+@given(Y=tucker_tensors(2, 4, 3, 6, min_sigma=1e-2, min_rank=2, room=True), seed=seeds(), lr=st.floats(1e-3, 2.0),
+       tau=st.sampled_from([0.01, 0.1, 0.3, 0.0]), adaptive=st.lists(st.booleans(), min_size=4, max_size=4),
+       rmax=st.one_of(st.none(), st.integers(1, 4)))
+def test_eta_bound_holds_unless_a_tail_clamp_is_recorded(Y, seed, lr, tau, adaptive, rmax):
+    """``"fixed"`` is recorded exactly when a non-adaptive mode truncated back drops more than ϑ;
+    without ``"rmax"``/``"fixed"`` every tail is ≤ ϑ and η ≤ √m·ϑ (m = adaptive modes + non-adaptive
+    modes truncated back); with no clamp and no non-adaptive mode truncated, η ≤ √(#adaptive)·ϑ."""
+    G = np.random.default_rng(seed).standard_normal(Y.shape)
+    modes = [i for i in range(Y.ndim) if adaptive[i]]
+    Y1, report = tdlrt_step(Y, G, lr, tau=tau, adaptive_modes=modes, rmax=rmax)
+    _, Y_hat1 = pre_truncation(Y, G, lr)
+    theta = tau * norm(Y_hat1)
+    if modes:
+        assert relative_error(report.threshold, theta) <= 1e-12 or tau == 0
+    tol = rounding(Y) * norm(Y_hat1)
+    back = [i for i in range(Y.ndim) if i not in modes and report.ranks_augmented[i] > Y.ranks[i]]
+    for i in range(Y.ndim):
+        if i in modes:
+            assert "fixed" not in report.clamps[i]
+            if "rmax" not in report.clamps[i]:
+                assert report.tails[i] <= theta + tol
+        else:
+            # truncated back (or frozen at full rank); lower only by a lossless feasibility cut
+            assert Y1.ranks[i] == Y.ranks[i] or (Y1.ranks[i] < Y.ranks[i] and "feasibility" in report.clamps[i])
+            assert "rmax" not in report.clamps[i] and "rmin" not in report.clamps[i]
+            if i not in back and "feasibility" not in report.clamps[i]:
+                assert report.clamps[i] == [] and np.array_equal(Y1.factors[i], Y.factors[i])
+            elif report.tails[i] > theta + tol:
+                assert "fixed" in report.clamps[i]
+            elif report.tails[i] < theta - tol:
+                assert "fixed" not in report.clamps[i]
+    CLAMP_DRAWS.record(bool(back), "fixed recorded" if any("fixed" in c for c in report.clamps.values()) else None)
+    assert report.eta <= math.sqrt(sum(t * t for t in report.tails)) + tol
+    if not any({"rmax", "fixed"} & set(c) for c in report.clamps.values()):
+        assert report.eta <= math.sqrt(len(modes) + len(back)) * theta + tol
+        if not back:
+            assert report.eta <= math.sqrt(len(modes)) * theta + tol
 
 
 # =======================================================================================

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tucker_ref import TuckerTensor, feasible_ranks, hosvd, is_feasible, orth, truncate
@@ -21,10 +21,12 @@ from tucker_ref.truncation import (
 from tucker_ref.tucker import multi_mode_product, unfold
 from tucker_ref.testing.oracles import relative_error
 from tucker_ref.testing.strategies import (
+    DrawTally,
     feasible_ranks_for,
     planted_tensors,
     random_orthonormal,
     seeds,
+    tucker_example,
     tucker_tensors,
 )
 
@@ -413,20 +415,76 @@ def test_hosvd_rejects_bad_input():
 
 
 # -- truncate --------------------------------------------------------------------------------------
+def _tail_rule(s, t, theta):
+    """The documented rule: the smallest ``r`` with ``tail_r ≤ ϑ`` (non-strict)."""
+    return int(np.flatnonzero(t <= theta)[0])
+
+
+#: Plausible wrong rules: a draw is non-trivial for the rule test when one of them would give
+#: other ranks than the tail rule (after the same clamps and feasibility).
+WRONG_RULES = {
+    "keep sigma > theta": lambda s, t, theta: int(np.count_nonzero(s > theta)),
+    "strict tail < theta": lambda s, t, theta: int(np.flatnonzero(np.append(t[:-1] < theta, True))[0]),
+}
+
+
+def _window_theta(s, k):
+    """A ``ϑ`` with ``σ_{k+1} ≤ ϑ < tail_k`` (geometric mean of the two): the values from index ``k``
+    on are each ``≤ ϑ`` but their norm is not, so "keep σ > ϑ" keeps at most ``k`` and the tail
+    rule more than ``k``. Needs two nonzero values from index ``k`` on."""
+    return float(math.sqrt(s[k] * tail_norms(s)[k]))
+
+
+def _window_ks(s):
+    """The ``k`` whose window (:func:`_window_theta`) is not empty (a relative width of 1 % at least)."""
+    t = tail_norms(s)
+    return [k for k in range(len(s) - 1) if t[k] > 1.01 * s[k] > 0]
+
+
 @st.composite
 def truncate_cases(draw):
-    T = draw(tucker_tensors(min_sigma=1e-3))
+    """``(T, tol, relative, modes, rmin, rmax, fixed)`` for :func:`truncate`.
+
+    The tolerance is placed in one of three ways: from the fixed list ``TOLS``; inside the
+    *window* of one mode where the tail rule and "keep σ > ϑ" disagree (:func:`_window_theta`,
+    relative or absolute); or exactly *at* one of its tails, absolute (there the non-strict
+    rule keeps one value less than a strict ``<`` would). The singular values are those
+    ``truncate`` computes itself (``unfolding_svds``, bit for bit), so the boundary is exact.
+    Ranks ``≥ 2`` where the shape allows (a rank-1 mode has no tail to place ``ϑ`` in); the mode
+    whose spectrum placed ``ϑ`` is truncated by tolerance (in ``modes``, not fixed).
+    """
+    T = draw(tucker_tensors(min_dim=2, min_sigma=1e-3, min_rank=2))
     d = T.ndim
-    tol = draw(TOLS)
+    nc = float(np.linalg.norm(T.core))
     relative = draw(st.booleans())
-    if not relative:
-        tol *= T.norm()
+    placement = draw(st.sampled_from(["window", "boundary", "list"]))
+    svals = [s for _, s in unfolding_svds(T.core)]
+    pick = draw(st.integers(0, 5))
+    # "σ > ϑ" keeps 0 at k = 0, which rmin = 1 lifts to the tail rule's 1: a window needs k ≥ 1.
+    windows = [i for i in range(d) if any(k >= 1 for k in _window_ks(svals[i]))]
+    mode = draw(st.integers(0, d - 1))
+    if placement == "window" and windows:
+        mode = windows[pick % len(windows)]
+        ks = [k for k in _window_ks(svals[mode]) if k >= 1]
+        theta = _window_theta(svals[mode], ks[pick % len(ks)])
+        tol = theta / nc if relative else theta
+    elif placement != "list" and len(svals[mode]) >= 2:
+        t = tail_norms(svals[mode])
+        tol, relative, placement = float(t[1 + pick % (len(t) - 2)]), False, "boundary"
+    else:
+        tol, placement = draw(TOLS) * (1.0 if relative else nc), "list"
     modes = draw(st.one_of(st.none(), st.lists(st.integers(0, d - 1), unique=True, max_size=d)))
-    rmin = draw(st.one_of(st.just(1), st.integers(1, 4), st.lists(st.integers(1, 4), min_size=d, max_size=d)))
+    # An rmin above both rules' ranks would hide the placed ϑ: rmin > 1 only with list tolerances.
+    rmin = draw(st.one_of(st.just(1), st.integers(1, 4), st.lists(st.integers(1, 4), min_size=d, max_size=d))
+                if placement == "list" else st.just(1))
     rmax = draw(st.one_of(st.none(), st.integers(4, 6), st.lists(st.integers(4, 6), min_size=d, max_size=d)))
     fixed = draw(st.one_of(st.none(), st.lists(st.one_of(st.none(), st.integers(1, 6)), min_size=d, max_size=d)))
     if fixed is not None:
         fixed = [None if r is None else min(r, rh) for r, rh in zip(fixed, T.ranks)]
+    if placement != "list":
+        modes = None if modes is None else sorted(set(modes) | {mode})
+        if fixed is not None:
+            fixed[mode] = None
     return T, tol, relative, modes, rmin, rmax, fixed
 
 
@@ -434,6 +492,31 @@ def _per_mode(v, d):
     return [v] * d if v is None or isinstance(v, int) else list(v)
 
 
+def _clustered_tucker(seed=21):
+    """Core with mode spectra ``(1, 0.3, 0.3)`` in every mode (a rotated superdiagonal core)."""
+    rng = np.random.default_rng(seed)
+    S = np.zeros((3, 3, 3))
+    S[0, 0, 0], S[1, 1, 1], S[2, 2, 2] = 1.0, 0.3, 0.3
+    core = multi_mode_product(S, [random_orthonormal(rng, 3, 3) for _ in range(3)])
+    return TuckerTensor(core, [random_orthonormal(rng, n, 3) for n in (5, 4, 6)])
+
+
+_CLUSTERED = _clustered_tucker()
+_ORDER4 = tucker_example((6, 5, 4, 3), (3, 3, 2, 2), seed=22, min_sigma=1e-3)
+_ORDER4_S0 = unfolding_svds(_ORDER4.core)[0][1]
+
+#: Draws on which a wrong rule would give other ranks (WRONG_RULES).
+TRUNCATE_RULE_DRAWS = DrawTally("a wrong rule (keep sigma > theta, strict <) gives other ranks", minimum=0.4)
+
+
+@TRUNCATE_RULE_DRAWS.require
+# Every mode has spectrum (1, .3, .3): ϑ = 0.35 keeps 2 by the tail rule, 1 by "σ > ϑ".
+@example(case=(_CLUSTERED, 0.35, False, None, 1, None, None))
+# ϑ exactly at mode 0's tail after 2 values: the non-strict rule keeps 2, a strict one 3.
+@example(case=(_CLUSTERED, float(tail_norms(unfolding_svds(_CLUSTERED.core)[0][1])[2]), False, None, 1, None, None))
+# Order 4, relative ϑ in mode 0's window, modes 0 and 2 truncated, mode 3 fixed at rank 1.
+@example(case=(_ORDER4, _window_theta(_ORDER4_S0, 1) / np.linalg.norm(_ORDER4.core), True,
+               [0, 2], 1, None, [None, None, None, 1]))
 @given(truncate_cases())
 def test_truncate_follows_the_per_mode_rule_and_reports_honestly(case):
     T, tol, relative, modes, rmin, rmax, fixed = case
@@ -447,25 +530,36 @@ def test_truncate_follows_the_per_mode_rule_and_reports_honestly(case):
     theta = (0.0 if tol is None else tol) * (nc if relative else 1.0)
     active = set(range(d)) if modes is None else set(modes)
     rmin_l, rmax_l = _per_mode(rmin, d), _per_mode(rmax, d)
-    chosen = []
+
+    def outcome(rule):
+        """Per mode: the rank before feasibility and the clamps expected, with ``rule`` choosing."""
+        chosen, expects = [], []
+        for i in range(d):
+            s = rep.singular_values[i]
+            r_hat = T.ranks[i]
+            if i not in active:
+                r, expect = r_hat, []
+            elif fixed is not None and fixed[i] is not None:
+                r, expect = fixed[i], []
+            else:
+                r = rule(s, tail_norms(s), theta)
+                lo = min(rmin_l[i], r_hat, T.shape[i])
+                hi = r_hat if rmax_l[i] is None else min(rmax_l[i], r_hat)
+                expect = ["rmin"] if r < lo else ["rmax"] if r > hi else []
+                r = min(max(r, lo), hi)
+            chosen.append(r)
+            expects.append(expect)
+        return chosen, expects
+
+    if tol is not None:  # the report states the ϑ it used: tol·‖C‖_F (relative) or tol
+        assert rep.threshold == pytest.approx(theta, rel=1e-14, abs=0)
+    chosen, expects = outcome(_tail_rule)
     for i in range(d):
-        s = rep.singular_values[i]
-        assert np.max(np.abs(s - _svals(unfold(C, i)))) <= margin  # independent SVD
-        t = tail_norms(s)
-        r_hat = T.ranks[i]
-        if i not in active:
-            r, expect = r_hat, []
-        elif fixed is not None and fixed[i] is not None:
-            r, expect = fixed[i], []
-        else:
-            r = int(np.flatnonzero(t <= theta)[0])  # smallest r with tail <= theta
-            lo = min(rmin_l[i], r_hat, T.shape[i])
-            hi = r_hat if rmax_l[i] is None else min(rmax_l[i], r_hat)
-            expect = ["rmin"] if r < lo else ["rmax"] if r > hi else []
-            r = min(max(r, lo), hi)
-        chosen.append(r)
-        assert [c for c in rep.clamps[i] if c != "feasibility"] == expect
+        assert np.max(np.abs(rep.singular_values[i] - _svals(unfold(C, i)))) <= margin  # independent SVD
+        assert [c for c in rep.clamps[i] if c != "feasibility"] == expects[i]
     target = feasible_ranks(chosen)
+    wrong = [name for name, rule in WRONG_RULES.items() if feasible_ranks(outcome(rule)[0]) != target]
+    TRUNCATE_RULE_DRAWS.record(bool(wrong), "; ".join(f"{name} differs" for name in wrong) or None)
     assert rep.ranks == out.ranks == target
     for i in range(d):
         assert ("feasibility" in rep.clamps[i]) == (target[i] < chosen[i])

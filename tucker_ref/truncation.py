@@ -168,7 +168,10 @@ class TruncationReport:
         Which rule chose the ranks.
     clamps : dict
         Per mode, the list of clamps that changed the tolerance rank (``"rmin"``, ``"rmax"``,
-        ``"feasibility"``); empty lists when none bit.
+        ``"feasibility"``); empty lists when none bit. The integrator's
+        :func:`~tucker_ref.integrators.substeps.truncate_step` adds ``"fixed"`` for a
+        non-adaptive mode truncated back to its rank with a tail above ``ϑ``. A tail exceeds
+        ``ϑ`` only under ``"rmax"`` or ``"fixed"``.
     """
 
     ranks: tuple

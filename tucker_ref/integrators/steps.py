@@ -79,7 +79,9 @@ class StepReport:
         Multilinear ranks of ``Y0``, of the augmented core ``Ĉ0``, of ``Y1``.
     clamps : dict
         Per mode, the clamps that changed the tolerance rank (``"rmin"``, ``"rmax"``,
-        ``"feasibility"``).
+        ``"feasibility"``), and ``"fixed"`` for a non-adaptive mode truncated back to its rank
+        with a tail above ``ϑ``. Without ``"rmax"`` and ``"fixed"`` every tail is ``≤ ϑ``
+        (docs/algorithms.md §3).
     tails : tuple of float
         Per mode, the norm of the discarded singular values of ``Mat_i(Ĉ1)``.
     eta : float

@@ -275,7 +275,15 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
     ``[min(rmin, r̂_i, n_i), min(rmax, r̂_i)]``, then feasibility ``r_i ≤ ∏_{j≠i} r_j``;
     ``U_i^1 = Û_i P_i[:, :r_i]``, ``C1 = Ĉ1 ×_i P_i[:, :r_i]^T``.
     Non-adaptive mode ``i``: truncated to ``fixed_ranks[i]`` (its pre-step rank) by the same
-    SVD; when it already has that rank (a frozen full-rank mode) it is left untouched.
+    SVD; when it already has that rank (a frozen full-rank mode) it is left untouched. Its
+    tail is whatever the step put outside the old rank, not bounded by ``ϑ``: when it exceeds
+    ``ϑ`` the report records the clamp ``"fixed"`` for that mode.
+
+    Error bound (docs/algorithms.md §3): always ``η ≤ sqrt(Σ_i tails_i²)``. A mode's tail exceeds
+    ``ϑ`` only under an ``"rmax"`` or ``"fixed"`` clamp (``"rmin"`` keeps more, ``"feasibility"``
+    drops only rounding), so without those two ``η ≤ √m·ϑ``, ``m`` = the number of adaptive
+    modes plus the non-adaptive modes truncated back; ``η ≤ √(#adaptive)·ϑ`` when, besides no
+    ``"rmax"``, every non-adaptive mode is at full rank (no clamp recorded is not enough).
 
     Parameters
     ----------
@@ -292,7 +300,8 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
     -------
     (TuckerTensor, TruncationReport)
         ``report.error`` is ``η = ‖Ĉ1 ×_i Û_i − Y1‖`` computed directly, ``report.threshold`` is
-        ``ϑ``, ``report.clamps`` lists the clamps that bit per mode.
+        ``ϑ`` (``None`` when no mode is adaptive), ``report.clamps`` lists the clamps that bit per
+        mode (``"rmin"``, ``"rmax"``, ``"feasibility"``, ``"fixed"``).
     """
     C_hat = as_float_array(C_hat, "C_hat")
     if isinstance(U_hat, np.ndarray) or not isinstance(U_hat, (list, tuple)):
@@ -315,8 +324,16 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
         if target < C_hat.shape[i]:
             ranks[i] = int(target)
             modes.append(i)
-    return truncate(T, ranks=ranks, tol=tol if adaptive else None, relative=relative, rmin=lo, rmax=hi,
-                    modes=modes)
+    out, report = truncate(T, ranks=ranks, tol=tol if adaptive else None, relative=relative, rmin=lo, rmax=hi,
+                           modes=modes)
+    # A non-adaptive mode truncated back to its rank is not held to ϑ: record when it exceeds it
+    # (the same ϑ as the report's; computed here too when no mode is adaptive).
+    theta = report.threshold if report.threshold is not None else tol * (
+        float(np.linalg.norm(C_hat)) if relative else 1.0)
+    for i in range(d):
+        if ranks[i] is not None and report.tails[i] > theta:
+            report.clamps[i].append("fixed")
+    return out, report
 
 
 __all__ = [

@@ -1,0 +1,384 @@
+"""The project's mutation table: plausible mistakes that the CI-profile test suite must catch.
+
+Each mutant replaces one exact piece of source text (it must occur exactly once) in a temporary
+copy of the repository and runs the test suite there with the CI hypothesis profile::
+
+    python -m pytest -q -x -p no:cacheprovider -rfE <the mutant's property tests>
+    python -m pytest -q -x -p no:cacheprovider -rfE <the mutant's test files> <every other test file>
+
+with the copy as the working directory and ``PYTHONPATH`` pointing at it (checked before the run:
+``tucker_ref.__file__`` must lie inside the copy, so an installed or editable ``tucker_ref``
+cannot be tested by mistake), ``HYPOTHESIS_PROFILE=ci`` and one BLAS thread. A mutant is
+*killed* when the suite fails; the table names the first failing test. The property tests and
+files listed for a mutant are the ones whose claims it breaks, run first so that a kill is quick
+and shows whether the test that claims the property catches the mistake (``-x`` stops at the
+first failure).
+
+Before the mutants, the unmutated copy is run the same way (the *control*): a suite that fails
+without a mutation would "kill" every mutant, so the run stops if the control fails.
+
+Usage::
+
+    python validation/mutants.py --list
+    python validation/mutants.py                      # control + every mutant, one at a time
+    python validation/mutants.py --only strict-tail-rule --only transposed-S
+    python validation/mutants.py --write-docs         # also write the table into docs/validation.md
+
+Options: ``--jobs N`` runs N mutants at once (default 1: the machine's cores are shared);
+``--tree DIR`` mutates a copy of DIR instead of this repository; ``--no-control`` skips the
+control run; ``--timeout S`` per run (a run that times out counts as killed, and says so);
+``--first-only`` runs only each mutant's own test files (a quick check while strengthening a test).
+This is a script, not part of CI: run it before closing work on the integrator or its tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_PAGE = Path("docs") / "validation.md"
+TABLE_START = "<!-- mutation table start -->"
+TABLE_END = "<!-- mutation table end -->"
+#: Not copied: version control, caches and build metadata (the tests never read them).
+IGNORED = shutil.ignore_patterns(".git", ".hypothesis", ".pytest_cache", "__pycache__", "*.egg-info", "*.pyc")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One plausible mistake: ``old`` (exactly once in ``path``) becomes ``new``."""
+
+    name: str
+    area: str
+    what: str
+    path: str
+    old: str
+    new: str
+    tests: tuple  # test files or node ids run first (the property tests whose claims the mistake breaks)
+
+
+#: Property tests that claim what the mutants break (run first), each followed by its file.
+TRUNCATE_RULE = ("tests/test_truncation.py::test_truncate_follows_the_per_mode_rule_and_reports_honestly",
+                 "tests/test_truncation.py")
+K_PARAMETRIZATION = ("tests/test_integrators_substeps.py::test_k_parametrization_factors_the_core_unfolding",
+                     "tests/test_integrators_substeps.py")
+ETA_BOUND = ("tests/test_guarantees.py::test_eta_bound_holds_unless_a_tail_clamp_is_recorded",
+             "tests/test_guarantees.py")
+DESCENT = ("tests/test_guarantees.py::test_descent", "tests/test_guarantees.py")
+
+MUTANTS = (
+    # -- truncation -------------------------------------------------------------------------
+    Mutant("strict-tail-rule", "truncation",
+           "rank rule `tail < ϑ` (strict) instead of `tail ≤ ϑ`, keeping everything when no tail is below "
+           "ϑ",
+           "tucker_ref/truncation.py",
+           "    return int(np.flatnonzero(t <= threshold)[0])\n",
+           "    return int(np.flatnonzero(np.append(t[:-1] < threshold, True))[0])\n",
+           TRUNCATE_RULE),
+    Mutant("keep-sigma-above-theta", "truncation",
+           "keeps the singular values `σ > ϑ` instead of the smallest rank with `tail ≤ ϑ`",
+           "tucker_ref/truncation.py",
+           "    return int(np.flatnonzero(t <= threshold)[0])\n",
+           "    return int(np.count_nonzero(np.asarray(s) > threshold))\n",
+           TRUNCATE_RULE),
+    Mutant("theta-spectral-norm", "truncation",
+           "relative `ϑ = τ‖Mat_0(Ĉ)‖_2` (spectral norm) instead of `τ‖Ĉ‖_F`",
+           "tucker_ref/truncation.py",
+           "    norm_c = float(np.linalg.norm(C))\n",
+           "    norm_c = float(np.linalg.norm(unfold(C, 0), 2))\n",
+           TRUNCATE_RULE),
+    Mutant("eta-by-cancellation", "truncation",
+           "`η = sqrt(‖Ĉ‖² − ‖C1‖²)` instead of the norm of the difference",
+           "tucker_ref/truncation.py",
+           "    eta = float(np.linalg.norm(C - multi_mode_product(new_core, keep)))\n",
+           "    eta = float(np.sqrt(max(norm_c**2 - float(np.linalg.norm(new_core))**2, 0.0)))\n",
+           TRUNCATE_RULE),
+    Mutant("fixed-clamp-missing", "truncation",
+           "a non-adaptive mode truncated back with a tail above ϑ records no `\"fixed\"` clamp",
+           "tucker_ref/integrators/substeps.py",
+           '            report.clamps[i].append("fixed")\n',
+           "            pass\n",
+           ETA_BOUND),
+    # -- K-parametrization ------------------------------------------------------------------
+    Mutant("transposed-S", "K-parametrization",
+           "`S_i = (Mat_i(C0) Q_i)^T`",
+           "tucker_ref/integrators/substeps.py",
+           "    S = M @ Q\n",
+           "    S = (M @ Q).T\n",
+           K_PARAMETRIZATION),
+    Mutant("Q-not-orthonormal", "K-parametrization",
+           "`Q_i = Mat_i(C0)^T` (spans the row space, not orthonormalized)",
+           "tucker_ref/integrators/substeps.py",
+           "    Q = np.ascontiguousarray(fix_signs(Rt.T))\n",
+           "    Q = np.ascontiguousarray(M.T)\n",
+           K_PARAMETRIZATION),
+    Mutant("u-gradient-directions", "K-parametrization",
+           "augments with `∇_U L = N_i Mat_i(C0)^T` (scaled by the core's singular values) instead of "
+           "`∇_K L = N_i Q_i`",
+           "tucker_ref/integrators/steps.py",
+           "                new_directions = k_gradient(N, Q)\n",
+           "                new_directions = u_gradient(N, Y.core, i)\n",
+           ("tests/test_robustness.py",)),
+    # -- augmentation -----------------------------------------------------------------------
+    Mutant("one-projection-pass", "augmentation",
+           "the new directions projected out of span U once instead of twice",
+           "tucker_ref/integrators/substeps.py",
+           "    for _ in range(2):\n        W = W - U @ (U.T @ W)\n",
+           "    for _ in range(1):\n        W = W - U @ (U.T @ W)\n",
+           ("tests/test_integrators_substeps.py",)),
+    Mutant("no-reprojection", "augmentation",
+           "the kept directions are not projected out of span U again before their QR",
+           "tucker_ref/integrators/substeps.py",
+           "        V = orthonormal_basis(V - U @ (U.T @ V))\n",
+           "        V = orthonormal_basis(V)\n",
+           ("tests/test_integrators_substeps.py",)),
+    Mutant("new-directions-first", "augmentation",
+           "`Û_i = [V_i, U_i]` (U not first) while `M̂_i = [I; 0]` is kept",
+           "tucker_ref/integrators/substeps.py",
+           "    U_hat = np.concatenate([U, V], axis=1)\n",
+           "    U_hat = np.concatenate([V, U], axis=1)\n",
+           ("tests/test_integrators_substeps.py",)),
+    Mutant("skip-new-directions", "augmentation",
+           "no new directions: `Û_i = U_i`",
+           "tucker_ref/integrators/substeps.py",
+           "    V = V[:, : n - r]\n",
+           "    V = V[:, :0]\n",
+           DESCENT),
+    # -- S-step -----------------------------------------------------------------------------
+    Mutant("galerkin-wrong-sign", "S-step",
+           "`Ĉ1 = Ĉ0 + λ G ×_i Û_i^T`",
+           "tucker_ref/integrators/substeps.py",
+           "    return C_hat0 - lr * grad_core\n",
+           "    return C_hat0 + lr * grad_core\n",
+           DESCENT + ("tests/test_integrators_substeps.py",)),
+    Mutant("s-step-gradient-old-basis", "S-step",
+           "the S-step gradient taken in the old basis, `G ×_i U_i^T` zero-padded, instead of "
+           "`G ×_i Û_i^T`",
+           "tucker_ref/integrators/steps.py",
+           "        return checked_core_gradient(oracle, point.bases, step, point.core.dtype)\n",
+           "        return np.pad(checked_core_gradient(oracle, [B[:, :r] for B, r in zip(point.bases, "
+           "point.ranks_before)], step, point.core.dtype), [(0, a - r) for a, r in zip(point.ranks, "
+           "point.ranks_before)])\n",
+           DESCENT),
+    # -- oracle -----------------------------------------------------------------------------
+    Mutant("mode-partial-wrong-unfolding", "oracle",
+           "`N_i` unfolded with the other indices in F order (Kronecker order of `Q_i` not matched)",
+           "tucker_ref/gradient_oracle.py",
+           "        return unfold(self._projected(bases), mode)\n",
+           "        return np.moveaxis(self._projected(bases), mode, 0).reshape(self.shape[mode], -1, "
+           "order=\"F\")\n",
+           ("tests/test_integrators_substeps.py",)),
+    # -- conv backward ----------------------------------------------------------------------
+    Mutant("conv-kernel-gradient-flipped", "conv backward",
+           "the kernel gradient returned flipped in both spatial axes (convolution vs correlation)",
+           "tucker_ref/nn/functional.py",
+           "    return (_im2col(x, geo) @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)\n",
+           "    return (_im2col(x, geo) @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)"
+           "[:, :, ::-1, ::-1]\n",
+           ("tests/test_nn_functional.py",)),
+    # -- optimizer transport ----------------------------------------------------------------
+    Mutant("no-transport-at-truncation", "optimizer transport",
+           "the core state is cut to the new ranks (leading block) instead of transported by `P_i^T`",
+           "tucker_ref/integrators/steps.py",
+           "        state = transporter.transport(point.optimizer_state, [U1.T @ Uh for U1, Uh in "
+           "zip(Y_new.factors, point.bases)])\n",
+           "        state = transporter.transport(point.optimizer_state, [np.eye(U1.shape[1], Uh.shape[1]) for U1, "
+           "Uh in zip(Y_new.factors, point.bases)])\n",
+           ("tests/test_integrators_cycle.py",)),
+)
+
+
+def by_name() -> dict:
+    names = [m.name for m in MUTANTS]
+    assert len(set(names)) == len(names), "mutant names must be unique"
+    return {m.name: m for m in MUTANTS}
+
+
+def test_stages(tree: Path, first=(), only_first: bool = False) -> list[list[str]]:
+    """The pytest runs, in order: the node ids ``file::test`` of ``first``, then its test files
+    followed by every other ``tests/test_*.py`` of ``tree`` (sorted; omitted with ``only_first``).
+
+    Two runs because pytest collects a node id and its file in file order: given together, the
+    named test would not run first. A node id's file still runs in full in the second stage.
+    """
+    rest = sorted(str(p.relative_to(tree)) for p in (tree / "tests").glob("test_*.py"))
+    for f in first:
+        if f.split("::")[0] not in rest:
+            raise FileNotFoundError(f"{f} is not in a test file of {tree}")
+    nodes = [f for f in first if "::" in f]
+    files = [f for f in first if "::" not in f]
+    stages = [nodes] if nodes else []
+    stages.append(files + ([] if only_first else [f for f in rest if f not in files]))
+    return [s for s in stages if s]
+
+
+def apply(mutant: Mutant, tree: Path) -> None:
+    """Replace ``mutant.old`` by ``mutant.new`` in the copy (``old`` must occur exactly once)."""
+    path = tree / mutant.path
+    text = path.read_text(encoding="utf-8")
+    count = text.count(mutant.old)
+    if count != 1:
+        raise ValueError(f"mutant {mutant.name}: the text to replace occurs {count} times in {mutant.path}, "
+                         "expected exactly once (the source changed: update the mutant)")
+    path.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+
+
+def environment(tree: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["HYPOTHESIS_PROFILE"] = "ci"
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def check_import(tree: Path, env: dict) -> None:
+    """``tucker_ref`` as the copy's tests will import it must be the copy's (not an installed one)."""
+    out = subprocess.run([sys.executable, "-c", "import tucker_ref; print(tucker_ref.__file__)"], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    if not Path(out).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"tucker_ref would be imported from {out}, not from the copy {tree}")
+
+
+FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)")
+
+
+def run_suite(tree: Path, first, timeout: float, only_first: bool = False) -> dict:
+    """Run the CI-profile suite in ``tree`` (``-x``, stages of :func:`test_stages`); the first
+    failing test, or ``None`` if all passed."""
+    env = environment(tree)
+    check_import(tree, env)
+    start = time.perf_counter()
+    tail = ""
+    for stage in test_stages(tree, first, only_first):
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rfE", *stage]
+        left = timeout - (time.perf_counter() - start)
+        try:
+            proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=max(left, 1.0))
+        except subprocess.TimeoutExpired:
+            return {"failed": True, "first_failure": f"(timeout after {timeout:.0f} s)", "seconds": timeout,
+                    "tail": ""}
+        tail = "\n".join(proc.stdout.splitlines()[-3:])
+        if proc.returncode != 0:
+            failures = [m.group(2) for line in proc.stdout.splitlines() if (m := FAILED_LINE.match(line))]
+            first_failure = failures[0] if failures else f"(pytest exit code {proc.returncode}, no test named)"
+            return {"failed": True, "first_failure": first_failure, "seconds": time.perf_counter() - start,
+                    "tail": tail}
+    return {"failed": False, "first_failure": None, "seconds": time.perf_counter() - start, "tail": tail}
+
+
+def run_one(source: Path, mutant: Mutant | None, timeout: float, only_first: bool = False) -> dict:
+    """Copy ``source`` to a temporary directory, apply ``mutant`` (``None``: the control), run the suite."""
+    with tempfile.TemporaryDirectory(prefix="tucker_ref_mutant_") as tmp:
+        tree = Path(tmp) / "repo"
+        shutil.copytree(source, tree, ignore=IGNORED, symlinks=True)
+        if mutant is not None:
+            apply(mutant, tree)
+        result = run_suite(tree, mutant.tests if mutant else (), timeout, only_first and mutant is not None)
+    result["name"] = "control (no mutation)" if mutant is None else mutant.name
+    return result
+
+
+def markdown_table(results: list[dict]) -> str:
+    mutants = by_name()
+    lines = ["| mutant | area | what it changes | first failing test | killed |", "|---|---|---|---|---|"]
+    for r in results:
+        m = mutants[r["name"]]
+        test = f"`{r['first_failure']}`" if r["first_failure"] else "—"
+        killed = "yes" if r["failed"] else "**no**"
+        lines.append(f"| `{m.name}` | {m.area} | {m.what} (`{m.path}`) | {test} | {killed} |")
+    return "\n".join(lines)
+
+
+def write_docs(table: str, summary: str) -> Path:
+    """Replace the block between the markers of this repository's docs page (not the mutated tree's)."""
+    page = ROOT / DOCS_PAGE
+    text = page.read_text(encoding="utf-8")
+    if TABLE_START not in text or TABLE_END not in text:
+        raise ValueError(f"{page} has no {TABLE_START} … {TABLE_END} block to replace")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    page.write_text(f"{head}{TABLE_START}\n{summary}\n\n{table}\n{TABLE_END}{tail}", encoding="utf-8")
+    return page
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this mutant (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="repository to copy (default: this one)")
+    parser.add_argument("--no-control", action="store_true", help="skip the run of the unmutated copy")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per suite run (default 1800)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help=f"write the table into {DOCS_PAGE} (between the mutation-table markers)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--first-only", action="store_true",
+                        help="run only each mutant's own test files (a quick check; not the table's verdict)")
+    args = parser.parse_args(argv)
+
+    mutants = by_name()
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:30s} {m.area:20s} {m.what}")
+        return 0
+    selected = [mutants[n] for n in args.only] if args.only else list(MUTANTS)
+    unknown = [n for n in (args.only or []) if n not in mutants]
+    if unknown:
+        parser.error(f"unknown mutant(s) {unknown}; see --list")
+    source = args.tree.resolve()
+    for m in selected:  # fail early on a stale mutant, before any suite runs
+        text = (source / m.path).read_text(encoding="utf-8")
+        if text.count(m.old) != 1:
+            raise SystemExit(f"mutant {m.name}: its text occurs {text.count(m.old)} times in {m.path} (expected 1)")
+
+    start = time.perf_counter()
+    if not args.no_control:
+        control = run_one(source, None, args.timeout)
+        print(f"control (no mutation): {'FAILED at ' + control['first_failure'] if control['failed'] else 'passed'}"
+              f" in {control['seconds']:.0f} s", flush=True)
+        if control["failed"]:
+            print(control["tail"])
+            print("The unmutated suite fails: fix that first (every mutant would count as killed).")
+            return 2
+
+    def job(m):
+        r = run_one(source, m, args.timeout, args.first_only)
+        print(f"{m.name:30s} {'killed' if r['failed'] else 'SURVIVED':8s} {r['seconds']:6.0f} s  "
+              f"{r['first_failure'] or ''}", flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(job, selected))
+    elapsed = time.perf_counter() - start
+    survivors = [r["name"] for r in results if not r["failed"]]
+    table = markdown_table(results)
+    summary = (f"{len(results) - len(survivors)} of {len(results)} mutants killed"
+               + (f"; survivors: {', '.join(survivors)}" if survivors else "")
+               + f" (`python validation/mutants.py`, {elapsed / 60:.0f} min with one job).")
+    print()
+    print(table)
+    print()
+    print(summary)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if args.write_docs:
+        if args.only or args.first_only:
+            raise SystemExit("--write-docs needs the full run (no --only, no --first-only)")
+        print(f"wrote {write_docs(table, summary)}")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
