@@ -36,6 +36,12 @@ def usage_error(capsys, argv) -> str:
     (["train", "--out", "x", "--method", "fixed-rank", "--momentum", "0.9"], "no momentum transport"),
     (["train", "--out", "x", "--check-descent", "--momentum", "0.5"], "momentum must be 0"),
     (["train", "--out", "x", "--rmin", "5", "--rmax", "2"], "rmax (2) must be >= rmin (5)"),
+    (["train", "--out", "x", "--optimizer", "lbfgs"], "--optimizer: invalid choice"),
+    (["train", "--out", "x", "--rmax-fraction", "1.5"], "--rmax-fraction: must be a fraction in (0, 1]"),
+    (["train", "--out", "x", "--s-steps", "0"], "--s-steps: must be >= 1"),
+    (["train", "--out", "x", "--clip-grad-norm", "0"], "--clip-grad-norm: must be > 0.0"),
+    (["train", "--out", "x", "--lr-schedule", "step"], "--lr-schedule: invalid choice"),
+    (["train", "--out", "x", "--method", "full", "--s-steps", "3"], "s_steps > 1 is the TDLRT cycle"),
     (["fly"], "invalid choice: 'fly'"),
 ])
 def test_argument_errors_name_the_option(capsys, argv, message):
@@ -43,7 +49,8 @@ def test_argument_errors_name_the_option(capsys, argv, message):
 
 
 def test_train_prints_accuracy_ranks_and_compression(tmp_path, capsys):
-    assert cli.main(["train", "--out", str(tmp_path), "--epochs", "1", *SMALL]) == 0
+    # two steps leave the network at chance level, which the exit code reports
+    assert cli.main(["train", "--out", str(tmp_path), "--epochs", "1", *SMALL]) == cli.EXIT_CHANCE
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert f"test accuracy {100 * summary['final']['test_accuracy']:.2f}%" in out
@@ -52,11 +59,27 @@ def test_train_prints_accuracy_ranks_and_compression(tmp_path, capsys):
     assert summary["args"]["method"] == "tdlrt" and summary["args"]["momentum"] == 0.9
 
 
+def test_cycle_and_optimizer_flags_reach_summary_json(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path), "--epochs", "1", *SMALL[:6], "--quiet", "--no-plots", "--s-steps", "2",
+            "--optimizer", "adamw", "--weight-decay", "0", "--lr", "0.001", "--lr-schedule", "cosine",
+            "--clip-grad-norm", "1", "--rmax-fraction", "0.5", "--rmin", "3", "--validation", "32"]
+    assert cli.main(argv) == cli.EXIT_CHANCE  # two steps: still at chance level
+    out = capsys.readouterr().out
+    args = json.loads((tmp_path / "summary.json").read_text())["args"]
+    assert (args["s_steps"], args["optimizer"], args["weight_decay"], args["lr_schedule"], args["clip_grad_norm"],
+            args["rmax_fraction"], args["rmin"], args["validation"]) == (2, "adamw", 0.0, "cosine", 1.0, 0.5, 3, 32)
+    # tdlrt starts at the cap (full rank without one) and says that tau found the ranks
+    assert "ranks found by tau = 0.1" in out and "ranks conv2: (25, 10, 5, 5) -> " in out
+    assert "validation accuracy" in out
+
+
 def test_resume_through_the_cli_takes_settings_from_the_checkpoint(tmp_path, capsys):
     base = ["train", "--out", str(tmp_path), *SMALL]
-    assert cli.main([*base, "--method", "full", "--epochs", "1"]) == 0
+    # (a few steps leave the network at chance level, which exit code 4 reports)
+    assert cli.main([*base, "--method", "full", "--epochs", "1"]) == cli.EXIT_CHANCE
     # no --method: the checkpoint's (full) is used, not the default (tdlrt)
-    assert cli.main(["train", "--out", str(tmp_path), "--resume", "--epochs", "2", "--quiet", "--no-plots"]) == 0
+    assert cli.main(["train", "--out", str(tmp_path), "--resume", "--epochs", "2", "--quiet", "--no-plots"]) == \
+        cli.EXIT_CHANCE
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["method"] == "full" and summary["epochs_completed"] == 2 and summary["steps"] == 4
     capsys.readouterr()
@@ -83,7 +106,9 @@ def test_python_dash_m_entry_point():
                             timeout=60)
     assert result.returncode == 0
     for flag in ("--method", "--tau", "--epochs", "--batch-size", "--lr", "--seed", "--variant", "--adaptive-modes",
-                 "--init-rank", "--data", "--out", "--resume", "--check-descent", "--max-steps"):
+                 "--init-rank", "--data", "--out", "--resume", "--check-descent", "--max-steps", "--s-steps",
+                 "--optimizer", "--weight-decay", "--lr-schedule", "--clip-grad-norm", "--rmax-fraction",
+                 "--init-from", "--validation"):
         assert flag in result.stdout
     assert "momentum 0.9 reaches" in result.stdout  # the defaults say why
 
@@ -102,3 +127,42 @@ def test_option_parsers():
     assert config.momentum == 0.0 and config.dtype == "float64"
     assert TrainConfig(method="riemannian").validated().momentum == 0.0
     assert TrainConfig().validated().momentum == 0.9
+
+
+def test_chance_level_has_its_own_exit_code_and_says_so(tmp_path, capsys):
+    code = cli.main(["train", "--out", str(tmp_path), "--method", "full", "--lr", "10", "--epochs", "1", *SMALL])
+    assert code == cli.EXIT_CHANCE == 4
+    captured = capsys.readouterr()
+    assert "status completed" in captured.out and "WARNING: final test accuracy" in captured.out
+    assert "tucker-ref train: warning: final test accuracy" in captured.err and "at chance level" in captured.err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["chance_level"]["at_chance"] is True and len(summary["warnings"]) == 1
+    assert "4 a\ntraining that ran to its end but whose final test accuracy is at chance level" in cli.__doc__
+
+
+def test_run_directory_errors_exit_1_with_a_message(tmp_path, capsys):
+    from tucker_ref.training.rundir import RunDirectory
+
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["train", "--out", str(tmp_path / "file"), *SMALL]) == cli.EXIT_FAILED
+    assert "is a file, not a directory" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "metrics.jsonl").write_text("{}\n")
+    assert cli.main(["train", "--out", str(tmp_path / "mine"), *SMALL]) == cli.EXIT_FAILED
+    assert "is not empty" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "metrics.jsonl").read_text() == "{}\n"
+    run_dir = tmp_path / "run"
+    with RunDirectory(run_dir):
+        assert cli.main(["train", "--out", str(run_dir), *SMALL]) == cli.EXIT_FAILED
+        assert "is in use by another run (pid " in capsys.readouterr().err
+    assert cli.main(["train", "--out", str(tmp_path / "typo"), "--resume", *SMALL]) == cli.EXIT_FAILED
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+def test_overwrite_flag(tmp_path, capsys):
+    base = ["train", "--out", str(tmp_path), "--epochs", "1", *SMALL]
+    assert cli.main(base) == cli.EXIT_CHANCE
+    assert cli.main(base) == cli.EXIT_FAILED and "--overwrite to start over" in capsys.readouterr().err
+    assert cli.main([*base, "--method", "full", "--overwrite"]) == cli.EXIT_CHANCE
+    assert json.loads((tmp_path / "summary.json").read_text())["method"] == "full"
+    assert "cannot be combined with resume" in usage_error(capsys, [*base, "--overwrite", "--resume"])

@@ -586,3 +586,43 @@ def test_dataset_subset():
         ds.subset(np.array([10]))
     with pytest.raises(ValueError, match="indices"):
         ds.subset(np.array([0.5]))
+
+
+def test_check_split_refuses_empty_and_non_finite_data():
+    from tucker_ref.data import check_split
+
+    images = np.zeros((3, 1, 28, 28), np.float32)
+    ok = Dataset(images, np.arange(3, dtype=np.int64), "x/train", "three blank images")
+    assert check_split(ok, "training") is ok
+    with pytest.raises(ValueError, match="the test split is empty .* in no images at all"):
+        check_split(Dataset(images[:0], np.zeros(0, np.int64), "x/test", "no images at all"), "test")
+    for bad in (np.nan, np.inf, -np.inf):
+        poisoned = images.copy()
+        poisoned[2, 0, 3, 4] = bad
+        with pytest.raises(ValueError, match="non-finite pixel values .* in 1 image.*first at index 2"):
+            check_split(Dataset(poisoned, np.arange(3, dtype=np.int64), "x/train", "d"), "training")
+
+
+@pytest.mark.parametrize("role", ["train", "test"])
+def test_load_mnist_dir_refuses_a_split_without_images(tmp_path, role):
+    write_mnist_dir(tmp_path, np.random.default_rng(7))
+    path = write(tmp_path / MNIST_FILES[f"{role}_images"], idx_bytes(np.zeros((0, 28, 28), np.uint8)))
+    write(tmp_path / MNIST_FILES[f"{role}_labels"], idx_bytes(np.zeros(0, np.uint8)))
+    for gz in tmp_path.glob(f"{MNIST_FILES[f'{role}_images']}.gz"):
+        gz.unlink()
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ": holds 0 images"):
+        load_mnist_dir(tmp_path)
+
+
+def test_dataset_fingerprint_follows_the_data_only():
+    rng = np.random.default_rng(8)
+    images = rng.random((4, 1, 28, 28)).astype(np.float32)
+    labels = np.array([0, 1, 2, 3], np.int64)
+    a = Dataset(images, labels, "a", "one description")
+    assert a.fingerprint() == Dataset(images.copy(), labels.copy(), "b", "another").fingerprint()
+    changed = images.copy()
+    changed[1, 0, 2, 2] = np.nextafter(changed[1, 0, 2, 2], 2)
+    assert Dataset(changed, labels, "a", "d").fingerprint() != a.fingerprint()
+    assert Dataset(images, labels[::-1].copy(), "a", "d").fingerprint() != a.fingerprint()
+    assert Dataset(images.astype(np.float64), labels, "a", "d").fingerprint() != a.fingerprint()
+    assert len(a.fingerprint()) == 64

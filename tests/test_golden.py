@@ -220,9 +220,9 @@ def test_unknown_schema_version_is_rejected(copy):
     edit_manifest(copy, lambda m: m.__setitem__("schema_version", SCHEMA_VERSION + 1))
     with pytest.raises(GoldenError, match="schema_version"):
         check_golden(copy)
-    out = io.StringIO()
-    assert golden.run_command("check", copy, out=out) == 1
-    assert "schema_version" in out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    assert golden.run_command("check", copy, out=out, err=err) == 1
+    assert "schema_version" in err.getvalue() and out.getvalue() == ""  # errors go to stderr
 
 
 def test_missing_manifest_and_foreign_json(tmp_path):
@@ -399,6 +399,100 @@ def test_write_refuses_cases_that_are_not_well_posed(tmp_path, monkeypatch):
     monkeypatch.setattr(golden, "MAX_CORE_CONDITION", 1.0)
     with pytest.raises(GoldenError, match="condition number"):
         write_golden(tmp_path / "a")
+    out, err = io.StringIO(), io.StringIO()
+    assert golden.run_command("write", tmp_path / "b", out=out, err=err) == 1
+    assert "MAX_CORE_CONDITION" in err.getvalue() and out.getvalue() == ""  # errors go to stderr
+
+
+# ---------------------------------------------------------------------------------------
+# faults: each case fails on its own, unreadable manifests, tolerances, missing cases
+# ---------------------------------------------------------------------------------------
+def truncate_npz_and_rerecord(directory, name):
+    path = directory / f"{name}.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    update_sha(directory, name)
+
+
+def set_output(case_index, output, key, value):
+    return lambda m: m["cases"][case_index]["outputs"][output].__setitem__(key, value)
+
+
+BAD_ENTRIES = {
+    "truncated npz, sha256 re-recorded": (None, "cannot be read as an npz file"),
+    "entry is a number": (lambda m: m["cases"].__setitem__(3, 42), "is a JSON int, not an object"),
+    "entry is a string": (lambda m: m["cases"].__setitem__(3, "conv2d"), "is a JSON str, not an object"),
+    "entry lacks its file": (lambda m: m["cases"][3].pop("file"), "field 'file' must be a string"),
+    "file outside the set": (lambda m: m["cases"][3].__setitem__("file", "../x.npz"), "plain .npz file name"),
+    "outputs not an object": (lambda m: m["cases"][3].__setitem__("outputs", []), "field 'outputs'"),
+    "rtol Infinity": (set_output(3, "tails", "rtol", float("inf")), "rtol must be a finite number in [0, 1e-06]"),
+    "rtol NaN": (set_output(3, "tails", "rtol", float("nan")), "rtol must be a finite number"),
+    "rtol too large": (set_output(3, "tails", "rtol", 1e-3), "rtol must be a finite number in [0, 1e-06], got 0.001"),
+    "atol negative": (set_output(3, "tails", "atol", -1.0), "atol must be a finite number in [0, 1e-06]"),
+    "atol a string": (set_output(3, "tails", "atol", "1e-12"), "atol must be a finite number"),
+    "unknown comparison": (set_output(3, "tails", "comparison", "loose"), "comparison 'loose' is not one of"),
+    "exact with a tolerance": (set_output(3, "ranks", "rtol", 1e-12), "an exact comparison has rtol = atol = 0"),
+    "duplicate name": (lambda m: m["cases"].__setitem__(4, dict(m["cases"][3])), "a second manifest entry named"),
+}
+
+
+@pytest.mark.parametrize("fault", list(BAD_ENTRIES))
+def test_a_bad_case_fails_on_its_own(copy, fault):
+    change, message = BAD_ENTRIES[fault]
+    if change is None:
+        truncate_npz_and_rerecord(copy, case_names()[3])
+    else:
+        edit_manifest(copy, change)
+    results = check_golden(copy)
+    bad = failed(results)
+    names = list(case_names())
+    expected_bad = {names[3] if fault != "entry is a number" and fault != "entry is a string" else "cases[3]"}
+    if fault == "duplicate name":
+        expected_bad = {names[3], names[4]}  # the second entry fails, and the case it replaced is missing
+    elif fault.startswith("entry is"):
+        expected_bad.add(names[3])  # reported missing from the manifest
+    assert set(bad) == expected_bad, {k: v.problems for k, v in bad.items()}
+    assert any(message in p for r in bad.values() for p in r.problems), {k: v.problems for k, v in bad.items()}
+    assert all(r.ok for r in results if r.name not in expected_bad)
+    out, err = io.StringIO(), io.StringIO()
+    assert golden.run_command("check", copy, out=out, err=err) == 1
+    assert message in err.getvalue()  # errors on stderr (the report on stdout says FAIL)
+    assert out.getvalue().splitlines()[-1].startswith(f"{len(results)} cases, {len(expected_bad)} failed")
+
+
+def test_garbage_cannot_pass_through_an_edited_tolerance(copy):
+    """With rtol = Infinity any output would pass the comparison; the check refuses the tolerance."""
+    rewrite_npz(copy / "conv2d_basic.npz", lambda a: a["output/y"].__setitem__(..., 1e6))
+    update_sha(copy, "conv2d_basic")
+    edit_manifest(copy, set_output(6, "y", "rtol", float("inf")))
+    assert case_names()[6] == "conv2d_basic"
+    assert list(failed(check_golden(copy))) == ["conv2d_basic"]
+    with pytest.raises(GoldenError, match="rtol must be a finite number"):
+        load_case(copy, "conv2d_basic")
+
+
+def test_a_cut_manifest_reports_the_missing_cases(copy):
+    edit_manifest(copy, lambda m: m.__setitem__("cases", m["cases"][:3]))
+    results = check_golden(copy)
+    assert [r.name for r in results] == list(case_names())
+    bad = failed(results)
+    assert list(bad) == list(case_names()[3:]) and all("missing from the manifest" in r.problems[0]
+                                                        for r in bad.values())
     out = io.StringIO()
-    assert golden.run_command("write", tmp_path / "b", out=out) == 1
-    assert "MAX_CORE_CONDITION" in out.getvalue()
+    assert golden.run_command("check", copy, out=out, err=io.StringIO()) == 1
+    assert out.getvalue().splitlines()[-1].startswith(f"{len(case_names())} cases, {len(case_names()) - 3} failed")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{}", "is not UTF-8"),
+    (b'{"schema": "tucker_ref.golden", "cases": [', "is not valid JSON"),
+    (b"[1, 2]", "is not a tucker_ref golden manifest"),
+    (b'{"schema": "tucker_ref.golden", "schema_version": 1, "cases": {}}', "has no list of cases"),
+], ids=["not UTF-8", "truncated", "a list", "cases not a list"])
+def test_an_unreadable_manifest_gives_one_clear_error(copy, content, message):
+    (copy / golden.MANIFEST_NAME).write_bytes(content)
+    with pytest.raises(GoldenError, match=message):
+        check_golden(copy)
+    out, err = io.StringIO(), io.StringIO()
+    assert golden.run_command("check", copy, out=out, err=err) == 1
+    assert out.getvalue() == "" and err.getvalue().count("\n") == 1 and message in err.getvalue()
+    assert str(copy / golden.MANIFEST_NAME) in err.getvalue()

@@ -413,24 +413,38 @@ def test_jsonl_helpers(tmp_path):
         read_jsonl(path)
 
 
-def test_sweep_script_smoke_run(tmp_path):
-    """validation/sweep_mnist.py --quick: every run completes, the table and plots are written."""
-    script = Path(__file__).resolve().parents[1] / "validation" / "sweep_mnist.py"
-    result = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--quick", "--naive-lrs", "0.05",
-                             "0.02"], capture_output=True, text=True, timeout=300)
+def test_frontier_script_smoke_run(tmp_path):
+    """validation/frontier_mnist.py --quick: selection on the validation split, the final runs,
+    baselines at TDLRT's final ranks (equal compression by construction), tables and figures."""
+    script = Path(__file__).resolve().parents[1] / "validation" / "frontier_mnist.py"
+    result = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--quick"], capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    table = json.loads((tmp_path / "results.json").read_text())
-    labels = [g["label"] for g in table["groups"]]
-    assert labels == ["full", "tdlrt tau=0.05", "tdlrt tau=0.1", "naive-tucker lr=0.05 @ tdlrt tau=0.05 ranks",
-                      "naive-tucker lr=0.05 @ tdlrt tau=0.1 ranks", "naive-tucker lr=0.02 @ tdlrt tau=0.05 ranks",
-                      "naive-tucker lr=0.02 @ tdlrt tau=0.1 ranks"]
-    assert all(g["completed"] == g["runs"] == 1 for g in table["groups"])
-    runs = {r["name"]: r for r in table["runs"]}
-    for tau in ("0.05", "0.1"):  # equal compression by construction
-        assert runs[f"naive-tucker-tau{tau}-seed0"]["ranks"] == runs[f"tdlrt-tau{tau}-seed0"]["ranks"]
-        assert runs[f"naive-tucker-lr0.02-tau{tau}-seed0"]["ranks"] == runs[f"tdlrt-tau{tau}-seed0"]["ranks"]
-    assert {runs[f"naive-tucker-lr0.02-tau{tau}-seed0"]["lr"] for tau in ("0.05", "0.1")} == {0.02}
-    for name in ("results.csv", "runs.csv", "results.md", "accuracy_vs_compression.png", "curves.png", "curves_naive.png"):
+    selection = json.loads((tmp_path / "selection.json").read_text())
+    assert set(selection["chosen_lr"]) == set(selection["grids"])
+    assert all(lr in selection["grids"][g] for g, lr in selection["chosen_lr"].items())
+    for row in selection["runs"]:  # selection runs hold out the validation images and log them
+        assert row["status"] != "completed" or row["validation_accuracy"] is not None
+    table = json.loads((tmp_path / "frontier.json").read_text())
+    assert not table["missing"]
+    assert {g["group"] for g in table["groups"]} == {"tdlrt-paper", "tdlrt-authors", "full", "full-authors",
+                                                     "naive-tucker", "fixed-rank", "decompose-finetune"}
+    runs = {r["run"]: r for r in table["runs"]}
+    anchor = runs[f"tdlrt-paper-tau0.2-lr{selection['chosen_lr']['tdlrt-paper']:g}-seed0"]
+    for group in ("naive-tucker", "fixed-rank", "decompose-finetune"):
+        baseline = runs[f"{group}-tau0.2-lr{selection['chosen_lr'][group]:g}-seed0"]
+        assert baseline["ranks"] == anchor["ranks"]
+        assert baseline["conv_compression"] == anchor["conv_compression"]
+    finetune = json.loads(next((tmp_path / "runs").glob("decompose-finetune-*/summary.json")).read_text())
+    assert finetune["args"]["epochs"] == 1 and "full-lr" in finetune["args"]["init_from"]
+    authors = json.loads(next((tmp_path / "runs").glob("tdlrt-authors-*/summary.json")).read_text())["args"]
+    assert (authors["s_steps"], authors["optimizer"], authors["lr_schedule"], authors["clip_grad_norm"]) == \
+        (10, "adamw", "cosine", 1.0)
+    full_authors = json.loads(next((tmp_path / "runs").glob("full-authors-*/summary.json")).read_text())["args"]
+    assert (full_authors["optimizer"], full_authors["lr_schedule"], full_authors["clip_grad_norm"]) == \
+        ("adamw", "cosine", 1.0)
+    for name in ("frontier.csv", "frontier.md", "frontier_conv.png", "frontier_network.png",
+                 "rank_trajectories.png", "selection.csv"):
         assert (tmp_path / name).stat().st_size > 0
 
 
@@ -615,3 +629,509 @@ def test_validation_split_is_held_out_and_logged(tmp_path):
 def test_new_settings_are_validated(settings, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**settings).validated()
+
+
+# ---------------------------------------------------------------------------------------
+# run directories, checkpoints and data under faults
+# ---------------------------------------------------------------------------------------
+def files_of(directory) -> dict:
+    """``{name: bytes}`` of the files in ``directory`` except the lock file (whose content
+    names its last holder)."""
+    from tucker_ref.training.rundir import LOCK_NAME
+
+    return {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file() and p.name != LOCK_NAME}
+
+
+def temp_files(directory) -> list:
+    return sorted(p.name for p in Path(directory).iterdir() if p.name.endswith(".tmp"))
+
+
+def idx_file(array) -> bytes:
+    """An IDX file of unsigned bytes (magic 0x0000 08 <ndim>, big-endian dimensions)."""
+    array = np.asarray(array, dtype=np.uint8)
+    return ((0x08 << 8) | array.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape) \
+        + array.tobytes()
+
+
+def write_idx_dir(directory, seed, n_train=40, n_test=16):
+    """The four MNIST files with random digits (``n_train`` / ``n_test`` images)."""
+    from tucker_ref.data import MNIST_FILES
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for part, n in (("train", n_train), ("test", n_test)):
+        (directory / MNIST_FILES[f"{part}_images"]).write_bytes(idx_file(rng.integers(0, 256, (n, 28, 28))))
+        (directory / MNIST_FILES[f"{part}_labels"]).write_bytes(idx_file(rng.integers(0, 10, n)))
+    return directory
+
+
+def test_a_second_run_into_a_held_directory_fails_at_once_naming_the_holder(tmp_path):
+    """The lock is an flock on a file of the directory: another open file description (here in
+    this process, as another process would) holds it, every run into the directory fails before
+    writing anything, and the run goes on once the holder lets go."""
+    import os
+    import socket
+
+    from tucker_ref.training.rundir import RunDirectory, RunDirectoryBusy
+
+    run(tmp_path, epochs=1)
+    before = files_of(tmp_path)
+    with RunDirectory(tmp_path, resume=True):
+        for settings in (dict(epochs=2, resume=True), dict(epochs=1, overwrite=True)):
+            with pytest.raises(RunDirectoryBusy, match=rf"in use by another run \(pid {os.getpid()} on host "
+                                                       rf"{socket.gethostname()}, started "):
+                run(tmp_path, **settings)
+        assert files_of(tmp_path) == before
+    assert run(tmp_path, epochs=2, resume=True)["status"] == "completed"
+
+
+@pytest.mark.parametrize("files", [
+    {"metrics.jsonl": b'{"mine": 1}\n', "summary.json": b"{}\n", "steps.jsonl": b'{"step": 1}\n'},
+    {"checkpoint-000000007.npz": b"an orphaned array file"},
+    {"notes.txt": b"keep me"},
+], ids=["a user's logs", "an orphaned npz", "a user's file"])
+def test_fresh_run_refuses_a_directory_holding_files_it_did_not_write(tmp_path, files):
+    from tucker_ref.training.rundir import LOCK_NAME
+
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(FileExistsError, match="is not empty: it holds .*--overwrite"):
+        run(tmp_path, epochs=1)
+    assert files_of(tmp_path) == files and not (tmp_path / LOCK_NAME).exists()  # nothing written, nothing left
+
+
+def test_overwrite_replaces_the_run_files_and_leaves_other_files_alone(tmp_path):
+    run(tmp_path, epochs=1)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds a checkpoint.*--overwrite"):
+        run(tmp_path, epochs=1)
+    summary = run(tmp_path, method="full", epochs=1, overwrite=True)
+    assert summary["method"] == "full" and (tmp_path / "notes.txt").read_text() == "mine"
+    assert [r["step"] for r in read_jsonl(tmp_path / "steps.jsonl")] == [1, 2]
+    assert ckpt.load_checkpoint(tmp_path)[1]["config"]["method"] == "full"
+    with pytest.raises(ValueError, match="overwrite starts a fresh run"):
+        TrainConfig(resume=True, overwrite=True).validated()
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_afresh_in_its_directory(tmp_path):
+    """Its lock file shows that a run wrote the logs; with no checkpoint there is nothing to
+    resume, so a fresh run replaces them (and removes the temporary file of the cut write)."""
+    from tucker_ref.training.rundir import LOCK_NAME
+
+    (tmp_path / LOCK_NAME).write_text("")
+    (tmp_path / "steps.jsonl").write_text('{"step": 1, "loss": 2.3}\n{"step": 2, "lo')
+    (tmp_path / ".checkpoint-000000002.npz.x7_k2q.tmp").write_bytes(b"\0" * 100)
+    run(tmp_path, epochs=1)
+    assert [r["step"] for r in read_jsonl(tmp_path / "steps.jsonl")] == [1, 2] and temp_files(tmp_path) == []
+
+
+def test_resume_removes_the_stale_temp_files_of_its_own_files_only(tmp_path):
+    run(tmp_path, epochs=1)
+    stale = [".checkpoint-000000004.npz.k2j_x9.tmp", ".checkpoint.json.abc123.tmp", ".summary.json.q1w2e3.tmp",
+             ".steps.jsonl.zz9.tmp", ".curves.png.a_b.tmp"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"cut short")
+    (tmp_path / ".mydata.abc.tmp").write_text("a user's")
+    run(tmp_path, epochs=2, resume=True)
+    assert temp_files(tmp_path) == [".mydata.abc.tmp"]
+
+
+def test_summary_after_a_resume_past_the_last_checkpoint_has_every_field(tmp_path):
+    """A resume that has nothing left to train (and one that finishes an epoch) writes the
+    summary an uninterrupted run writes: final train loss and times from metrics.jsonl."""
+    settings = dict(train_subset=192, epochs=2)
+    straight = to_jsonable(run(tmp_path / "straight", **settings))
+    run(tmp_path / "again", **settings)
+    again = to_jsonable(run(tmp_path / "again", **settings, resume=True))
+    run(tmp_path / "cut", **settings, max_steps=4)
+    cut = to_jsonable(run(tmp_path / "cut", **settings, resume=True))
+    for resumed in (again, cut):
+        assert set(resumed) == set(straight)
+        assert {k for k, v in resumed.items() if v is None} == {k for k, v in straight.items() if v is None}
+        assert resumed["final"] == straight["final"] and None not in resumed["final"].values()
+        assert resumed["time_per_epoch_s"] > 0 and resumed["time_per_step_s"] > 0
+        assert json.loads((Path(resumed["out"]) / "summary.json").read_text()) == resumed
+
+
+def test_plots_are_written_atomically(tmp_path, monkeypatch):
+    """An interruption between writing a figure and putting it in place leaves the old PNG."""
+    import errno
+    import os
+
+    from tucker_ref.training import plots
+
+    run(tmp_path, epochs=1, plots=True)
+    before = files_of(tmp_path)
+
+    def interrupted(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(OSError, match="cannot write .*curves.png"):
+        plots.plot_run(tmp_path)
+    monkeypatch.undo()
+    assert files_of(tmp_path) == before and temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("sizes, settings, message", [
+    (dict(n_test=0), {}, "t10k-images-idx3-ubyte: holds 0 images"),
+    (dict(n_train=0), {}, "train-images-idx3-ubyte: holds 0 images"),
+    ({}, dict(train_subset=99999999999), "--train-subset 99999999999 is larger than the 40 images of the train"),
+    ({}, dict(test_subset=17), "--test-subset 17 is larger than the 16 images of the test split"),
+    ({}, dict(validation=40), "--validation 40 sets aside all 40 training images"),
+], ids=["empty test split", "empty training split", "train subset too large", "test subset too large",
+        "validation takes everything"])
+def test_bad_data_are_refused_before_training_and_leave_nothing_behind(tmp_path, sizes, settings, message):
+    import re
+
+    data = write_idx_dir(tmp_path / "data", 0, **sizes)
+    out = tmp_path / "runs" / "run"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train(TrainConfig(out=str(out), data=str(data), batch_size=16, quiet=True, plots=False, **settings),
+              stream=io.StringIO())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_finite_pixels_are_refused(tmp_path, monkeypatch):
+    import dataclasses
+
+    from tucker_ref.training import trainer
+
+    real = trainer.load_dataset
+
+    def poisoned(spec, **kwargs):
+        train_set, test_set = real(spec, **kwargs)
+        images = train_set.images.copy()
+        images[3, 0, 5, 5] = np.nan
+        return dataclasses.replace(train_set, images=images), test_set
+
+    monkeypatch.setattr(trainer, "load_dataset", poisoned)
+    with pytest.raises(ValueError, match="training split .* non-finite pixel values .* first at index 3"):
+        run(tmp_path / "run", epochs=1)
+    assert not (tmp_path / "run").exists()
+
+
+def _record_edit(change, rechecksum=False):
+    """A fault that edits the parsed checkpoint.json (and, if asked, re-records its checksum, as
+    a careful forger would: then the schema and consistency checks must catch it)."""
+    def apply(raw: bytes) -> bytes:
+        record = json.loads(raw)
+        change(record)
+        if rechecksum:
+            record["checksum"] = ckpt.content_checksum(record)
+        return json.dumps(record).encode()
+    return apply
+
+
+def _bump_rng(record):
+    record["epoch_rng_state"]["state"]["state"] += 1
+
+
+CHECKPOINT_FAULTS = {
+    "truncated": (lambda raw: raw[: len(raw) // 2], "not valid JSON"),
+    "empty": (lambda raw: b"", "empty"),
+    "not UTF-8": (lambda raw: b"\xff\xfe" + raw, "not UTF-8"),
+    "a JSON list": (lambda raw: b"[]", "holds a JSON list"),
+    "edited RNG state": (_record_edit(_bump_rng), "checksum mismatch"),
+    "edited step": (_record_edit(lambda r: r.__setitem__("step", r["step"] + 1)), "checksum mismatch"),
+    "missing field": (_record_edit(lambda r: r.pop("sums"), True), "lacks the field 'sums'"),
+    "wrong type": (_record_edit(lambda r: r.__setitem__("step", "2"), True), "field 'step' must be an integer"),
+    "inconsistent counters": (_record_edit(lambda r: r.__setitem__("step", 3), True), "inconsistent counters"),
+    "unknown format": (_record_edit(lambda r: r.__setitem__("format", 99), True), "checkpoint format 99"),
+    "array file elsewhere": (_record_edit(lambda r: r.__setitem__("arrays_file", "../checkpoint-2.npz"), True),
+                             "arrays_file must name"),
+    "bad settings": (_record_edit(lambda r: r["config"].__setitem__("method", "sgd"), True),
+                     "holds no valid settings"),
+    "bad RNG state": (_record_edit(lambda r: r["epoch_rng_state"].__setitem__("state", 5), True),
+                      "does not fit this run"),
+}
+
+
+@pytest.mark.parametrize("fault", list(CHECKPOINT_FAULTS))
+def test_a_damaged_checkpoint_json_is_refused_naming_it(tmp_path, fault):
+    import re
+
+    change, message = CHECKPOINT_FAULTS[fault]
+    run(tmp_path, epochs=1)
+    path = tmp_path / "checkpoint.json"
+    path.write_bytes(change(path.read_bytes()))
+    before = files_of(tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match=re.escape(message)) as info:
+        run(tmp_path, epochs=2, resume=True)
+    assert str(path) in str(info.value) and "--overwrite" in str(info.value)
+    assert files_of(tmp_path) == before  # refused before anything was written
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    settings = dict(data=str(data), train_subset=None, test_subset=None, batch_size=16)
+    write_idx_dir(data, 0)
+    summary = run(out, epochs=1, **settings)
+    assert summary["data_fingerprint"] == ckpt.load_checkpoint(out)[1]["data_fingerprint"]
+    write_idx_dir(data, 1)  # other digits under the same --data
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint.json: the data differ from those this run was "
+                                                   "trained on"):
+        run(out, epochs=2, resume=True, **settings)
+    write_idx_dir(data, 0)
+    assert run(out, epochs=2, resume=True, **settings)["steps"] == 6
+
+
+def test_unusable_out_paths_give_clear_errors_and_leave_nothing_behind(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a directory"):
+        run(target, epochs=1)
+    with pytest.raises(OSError, match="cannot create the run directory .*file/sub"):
+        run(target / "sub", epochs=1)
+    with pytest.raises(FileNotFoundError, match="typo does not exist"):
+        run(tmp_path / "typo", epochs=1, resume=True)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run(tmp_path / "a" / "b", epochs=1, data=str(tmp_path / "nowhere"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_an_unwritable_out_fails_before_the_first_step(tmp_path, monkeypatch):
+    """(Simulated: the tests run as root, whom permissions do not stop.)"""
+    import errno
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(PermissionError, match="cannot write into .*run: Permission denied; the directory is not "
+                                              "writable"):
+        run(tmp_path / "run", epochs=1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_write_errors_name_the_file_and_what_to_do(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tucker_ref.training.runfiles import append_jsonl, write_atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=r"cannot write .*summary\.json: No space left on device; the disk is full") \
+            as info:
+        write_atomic(tmp_path / "summary.json", b"{}")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "summary.json")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "steps.jsonl").mkdir()
+    with pytest.raises(OSError, match="cannot append to .*steps.jsonl"):
+        append_jsonl(tmp_path / "steps.jsonl", {"step": 1})
+
+
+def test_chance_level_threshold():
+    from tucker_ref.training.trainer import chance_level
+
+    labels = np.repeat(np.arange(10), 100)
+    level = chance_level(labels, 0.128)
+    assert level["majority_accuracy"] == 0.1 and level["test_images"] == 1000
+    assert level["threshold"] == pytest.approx(0.1 + 3 * np.sqrt(0.1 * 0.9 / 1000)) and level["at_chance"]
+    assert not chance_level(labels, 0.13)["at_chance"] and chance_level(labels)["at_chance"] is None
+    skewed = np.array([3] * 30 + [1] * 10)  # always answering 3 scores 75%
+    assert chance_level(skewed, 0.8)["at_chance"] and chance_level(skewed, 0.75)["majority_accuracy"] == 0.75
+
+
+def test_a_collapsed_run_reports_chance_level_in_summary_json(tmp_path):
+    summary = run(tmp_path, method="full", lr=10.0, epochs=1)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["status"] == "completed" and saved["chance_level"]["at_chance"] is True
+    assert saved["warnings"] and "at chance level" in saved["warnings"][0] and summary["warnings"] == saved["warnings"]
+    from tucker_ref.training import format_summary
+
+    assert "WARNING: final test accuracy" in format_summary(summary)
+
+
+# -- processes killed and racing (the CLI in child processes) ------------------------------
+FAULT_ARGS = ["--train-subset", "192", "--test-subset", "64", "--batch-size", "64", "--init-rank", "0.1", "--quiet",
+              "--no-plots"]
+#: One BLAS thread in every child, so that all of them compute bit for bit alike.
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+#: A child that SIGKILLs itself at the n-th os.replace onto a file whose name matches a pattern,
+#: "before" it (inside an atomic write: the temporary file is complete, not yet in place) or
+#: "after" it.
+KILL_AT_REPLACE = """
+import os, re, signal, sys
+from tucker_ref import cli
+pattern, nth, when = re.compile(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+real, calls = os.replace, [0]
+def replace(src, dst):
+    hit = False
+    if pattern.match(os.path.basename(dst)):
+        calls[0] += 1
+        hit = calls[0] == nth
+    if hit and when == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+    if hit and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+sys.exit(cli.main(sys.argv[4:]))
+"""
+
+
+#: A child that holds the run directory half a second longer after taking it, so that a run
+#: started at the same moment meets the lock even when the machine is busy.
+HOLD_AFTER_LOCK = """
+import sys, time
+from tucker_ref import cli
+from tucker_ref.training.rundir import RunDirectory
+enter = RunDirectory.__enter__
+def held(self):
+    taken = enter(self)
+    time.sleep(0.5)
+    return taken
+RunDirectory.__enter__ = held
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def child(out, *extra, epochs=3, prefix=(), **popen):
+    import os
+
+    argv = [*prefix, "train", "--out", str(out), "--epochs", str(epochs), *FAULT_ARGS, *extra]
+    return subprocess.Popen(argv if prefix else [sys.executable, "-m", "tucker_ref", *argv],
+                            env={**os.environ, **CHILD_ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def finish(out, epochs=3):
+    """Run (or resume) ``out`` to its end in a child; return the exit code."""
+    extra = ["--resume"] if ckpt.has_checkpoint(out) else []
+    proc = child(out, *extra, epochs=epochs)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode in (0, 4), err  # 4: these tiny runs end at chance level
+    return proc.returncode
+
+
+def assert_same_run(a, b):
+    """Bit-identical parameters, optimizer state, RNG state and logs (wall-clock times aside)."""
+    arrays_a, meta_a = ckpt.load_checkpoint(a)
+    arrays_b, meta_b = ckpt.load_checkpoint(b)
+    assert sorted(arrays_a) == sorted(arrays_b)
+    for key in arrays_a:
+        assert arrays_a[key].dtype == arrays_b[key].dtype and np.array_equal(arrays_a[key], arrays_b[key]), key
+    assert meta_a["step"] == meta_b["step"] and meta_a["epoch_rng_state"] == meta_b["epoch_rng_state"]
+    for name in ("steps.jsonl", "metrics.jsonl"):
+        assert without_times(read_jsonl(Path(a) / name)) == without_times(read_jsonl(Path(b) / name)), name
+    summary_a, summary_b = (json.loads((Path(d) / "summary.json").read_text()) for d in (a, b))
+    assert summary_a["final"] == summary_b["final"] and summary_a["ranks"] == summary_b["ranks"]
+    assert {k for k, v in summary_a.items() if v is None} == {k for k, v in summary_b.items() if v is None}
+    assert temp_files(a) == temp_files(b) == []
+    assert sorted(p.name for p in Path(b).glob("checkpoint-*.npz")) == [f"checkpoint-{meta_b['step']:09d}.npz"]
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path):
+    """Three SIGKILLs at random moments (seeded: a random number of logged steps, then a random
+    delay) of a 9-step run; each interrupted child is resumed (or started afresh when it had no
+    checkpoint yet); the end equals an uninterrupted run bit for bit."""
+    import time
+
+    def signature(path):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    finish(tmp_path / "reference")
+    out, rng, kills = tmp_path / "killed", np.random.default_rng(14), 0
+    steps = out / "steps.jsonl"
+    for _ in range(3):
+        done = ckpt.load_checkpoint(out)[1]["step"] if ckpt.has_checkpoint(out) else 0
+        if done >= 9:
+            break
+        # kill once this child has logged `target` steps (it first cuts the log back to its
+        # checkpoint), `delay` seconds later: inside a step, a log write or a checkpoint write
+        target, delay = int(rng.integers(done, 9)), float(rng.uniform(0.0, 0.05))
+        before = signature(steps)
+        proc = child(out, *(["--resume"] if done else []))
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = signature(steps)
+            if now is not None and now != before and steps.read_bytes().count(b"\n") >= target:
+                time.sleep(delay)
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate()
+    assert kills >= 1
+    finish(out)
+    assert_same_run(tmp_path / "reference", out)
+
+
+def test_sigkill_inside_checkpoint_writes_then_resume_is_bit_identical(tmp_path):
+    """Killed with the second checkpoint's npz complete under its temporary name; resumed and
+    killed between the npz and the checkpoint.json of the next; resumed and killed right after
+    the last commit, before the older npz is removed: the committed checkpoint is the old one,
+    the old one, the last one; the leftovers are removed; the run ends bit-identical."""
+    finish(tmp_path / "reference")
+    out = tmp_path / "killed"
+    kill = (sys.executable, "-c", KILL_AT_REPLACE)
+    proc = child(out, prefix=(*kill, r"checkpoint-\d+\.npz$", "2", "before"))
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9 and ckpt.load_checkpoint(out)[1]["step"] == 3
+    assert [n for n in temp_files(out) if n.startswith(".checkpoint-000000006.npz.")]
+    proc = child(out, "--resume", prefix=(*kill, r"checkpoint\.json$", "1", "before"))
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9 and ckpt.load_checkpoint(out)[1]["step"] == 3
+    # the first kill's temporary npz is gone; an orphaned npz and the cut checkpoint.json write remain
+    assert (out / "checkpoint-000000006.npz").is_file()
+    assert [n.split(".")[1] for n in temp_files(out)] == ["checkpoint"] and temp_files(out)[0].startswith(
+        ".checkpoint.json.")
+    proc = child(out, "--resume", prefix=(*kill, r"checkpoint\.json$", "2", "after"))
+    proc.communicate(timeout=300)
+    assert proc.returncode == -9 and ckpt.load_checkpoint(out)[1]["step"] == 9
+    assert sorted(p.name for p in out.glob("checkpoint-*.npz")) == ["checkpoint-000000006.npz",
+                                                                      "checkpoint-000000009.npz"]
+    finish(out)  # nothing left to train: the resume removes the stale npz and writes the summary
+    assert_same_run(tmp_path / "reference", out)
+
+
+def test_two_runs_racing_for_one_out(tmp_path):
+    """Two fresh runs of different methods, then two resumes, started at once: one runs, the other
+    fails at once naming the holder, and the files are those of one run (no doubled records)."""
+    out = tmp_path / "race"
+    for extras, steps in (([("--method", "tdlrt"), ("--method", "full")], 9), ([("--resume",), ("--resume",)], 15)):
+        epochs = steps // 3
+        hold = (sys.executable, "-c", HOLD_AFTER_LOCK)
+        procs = [child(out, *extra, epochs=epochs, prefix=hold) for extra in extras]
+        outcomes = [(proc.wait(timeout=300), proc.stderr.read()) for proc in procs]
+        winners = [i for i, (code, _) in enumerate(outcomes) if code in (0, 4)]
+        assert len(winners) == 1, outcomes
+        code, err = outcomes[1 - winners[0]]
+        assert code == 1 and f"{out} is in use by another run (pid " in err, err
+        records = read_jsonl(out / "steps.jsonl")
+        assert [r["step"] for r in records] == list(range(1, steps + 1))
+        assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(1, epochs + 1))
+        if steps == 9:
+            method = json.loads((out / "summary.json").read_text())["method"]
+            assert method == ("tdlrt", "full")[winners[0]]
+            assert set(records[-1]["ranks"]) == (set() if method == "full" else {"conv1", "conv2", "fc1"})
+
+
+def test_overwrite_removes_nothing_when_the_start_fails(tmp_path):
+    run(tmp_path, epochs=1)
+    before = files_of(tmp_path)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run(tmp_path, epochs=1, overwrite=True, data=str(tmp_path / "nowhere"))
+    assert files_of(tmp_path) == before
+
+
+def test_a_resume_that_stops_at_once_reports_what_the_interrupted_run_did(tmp_path):
+    """--max-steps reached again right away: the partial epoch record stays, and the summary
+    is the one of the run that stopped there (the continued epoch later replaces the record)."""
+    settings = dict(train_subset=192, epochs=2, max_steps=4)
+    first = to_jsonable(run(tmp_path, **settings))
+    again = to_jsonable(run(tmp_path, **settings, resume=True))
+    assert again["status"] == first["status"] == "max_steps" and again["final"] == first["final"]
+    assert [r["partial"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [False, True]
+    run(tmp_path, train_subset=192, epochs=2, resume=True)
+    assert [(r["epoch"], r["partial"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(1, False), (2, False)]

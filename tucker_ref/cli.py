@@ -5,9 +5,15 @@ and another command (e.g. ``golden``) is added by one more entry. This module on
 arguments and calls :mod:`tucker_ref.training`; nothing imports it.
 
 Exit codes: 0 success; 2 bad arguments (argparse's convention, also for settings rejected by
-:meth:`TrainConfig.validated`); 1 a run that could not start or finish (missing data, an
-existing run directory, an unreadable checkpoint); 3 a diverged training (non-finite loss,
-gradient or parameter; the last good checkpoint is kept).
+:meth:`TrainConfig.validated`); 1 a run that could not start or finish (missing, empty or
+non-finite data, a run directory held by another run or holding files the run did not write,
+a checkpoint that fails its checks or was trained on other data, a file that cannot be
+written; for ``golden``: a case that fails or a set that cannot be read); 3 a diverged
+training (non-finite loss, gradient or parameter; the last good checkpoint is kept); 4 a
+training that ran to its end but whose final test accuracy is at chance level (no better than
+always answering the most frequent digit; ``summary.json`` has ``chance_level.at_chance``
+true and the warning in ``warnings``; its files are complete). Errors and warnings go to
+stderr, results to stdout.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Callable
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_CHANCE = 4
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", default=S,
                    help="continue the run in --out from its last checkpoint (bit-identical to an uninterrupted "
                         "run); --epochs and --lr may be changed, --max-steps applies to this invocation only, "
-                        "other settings come from the checkpoint")
+                        "other settings come from the checkpoint, which is checked (checksum, schema, the data "
+                        "it was trained on)")
+    g.add_argument("--overwrite", action="store_true", default=S,
+                   help="start a fresh run in an --out that is not empty: remove the files a run writes "
+                        "(logs, summary, checkpoints, plots) and leave any other file alone. Without it a fresh "
+                        "run refuses such a directory. One run at a time holds --out (a lock that ends with "
+                        "the process); a second one fails at once")
     g.add_argument("--validation", type=nonneg_int, default=S,
                    help="set aside N training images (stratified, seeded, the same for every --seed) and log "
                         "their loss and accuracy per epoch, to choose settings on (default 0)")
@@ -201,7 +214,9 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         print(f"tucker-ref train: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(format_summary(summary))
-    return 0
+    for warning in summary.get("warnings") or ():
+        print(f"tucker-ref train: warning: {warning}", file=sys.stderr)
+    return EXIT_CHANCE if (summary.get("chance_level") or {}).get("at_chance") else 0
 
 
 COMMANDS: dict[str, Command] = {
@@ -234,8 +249,10 @@ def main(argv=None) -> int:
 def _add_golden_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=("write", "check"),
                    help="write: write the canonical golden set into DIR; check: recompute every case of DIR "
-                        "with this tucker_ref and compare (exit 1 on a mismatch, a missing or altered file, or "
-                        "an unknown schema version)")
+                        "with this tucker_ref and compare (exit 1 on a mismatch, a missing, altered or "
+                        "unreadable file, a bad manifest entry or tolerance, a case of the set missing from the "
+                        "manifest, or an unknown schema version; each case fails on its own, errors go to "
+                        "stderr)")
     p.add_argument("directory", nargs="?", metavar="DIR",
                    help="golden directory (required for write; check defaults to the set shipped with the package)")
 

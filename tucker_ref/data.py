@@ -136,6 +136,15 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def fingerprint(self) -> str:
+        """Hex SHA-256 over the images (shape, dtype, bytes) and the labels: equal exactly when
+        the data are (name and description are not part of it)."""
+        digest = hashlib.sha256()
+        for array in (self.images, self.labels):
+            digest.update(f"{array.dtype.str}{array.shape};".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
     def subset(self, indices) -> Dataset:
         """The examples at ``indices`` (in that order), e.g. a small slice for a quick run."""
         indices = np.asarray(indices)
@@ -195,6 +204,23 @@ def _check_labels(labels: np.ndarray, source) -> np.ndarray:
             f"[{labels.min()}, {labels.max()}]"
         )
     return labels.astype(np.int64)
+
+
+def check_split(dataset: Dataset, role: str) -> Dataset:
+    """``dataset`` unchanged if it can be trained or evaluated on; else ``ValueError``.
+
+    Refused: a split with no examples (``role`` and the dataset's description are named, so
+    the message says which file or subset was empty) and images with NaN or ±Inf pixels.
+    """
+    if len(dataset) == 0:
+        raise ValueError(f"the {role} split is empty (0 images) in {dataset.description}; a run needs at least one "
+                         f"{role} image: check the data files or the subset options")
+    finite = np.isfinite(dataset.images.reshape(len(dataset), -1)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"the {role} split of {dataset.description} has non-finite pixel values (NaN or Inf) in "
+                         f"{bad.size} image(s), the first at index {bad[0]}; repair the data files")
+    return dataset
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,6 +441,8 @@ def _load_idx_pair(data_dir: Path, images_stem: str, labels_stem: str, dt: np.dt
         raise ValueError(
             f"{images_path}: images must be {MNIST_SIDE}x{MNIST_SIDE}, got {pixels.shape[1]}x{pixels.shape[2]}"
         )
+    if len(pixels) == 0:
+        raise ValueError(f"{images_path}: holds 0 images; every split needs at least one (is the file complete?)")
     labels = _check_labels(load_idx(labels_path, magic=IDX_LABELS_MAGIC), labels_path)
     if len(labels) != len(pixels):
         raise ValueError(
@@ -445,8 +473,8 @@ def load_mnist_dir(data_dir, *, dtype=np.float32) -> tuple[Dataset, Dataset]:
     FileNotFoundError
         ``data_dir`` or one of the files is missing (both candidate names are given).
     ValueError
-        A file fails :func:`load_idx`, images are not 28x28, labels are not digits, or the
-        label and image counts differ (both files named).
+        A file fails :func:`load_idx`, images are not 28x28, an images file holds no image,
+        labels are not digits, or the label and image counts differ (both files named).
     """
     dt = _check_dtype(dtype)
     data_dir = Path(data_dir)

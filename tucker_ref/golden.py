@@ -30,7 +30,18 @@ every rank decision ``tail ≤ ϑ`` has every tail at least a factor :data:`DECI
 from ``ϑ``: the stored ranks cannot flip under rounding in another implementation.
 
 Comparison (per output): ``normwise`` means ``‖actual − expected‖_F ≤ atol + rtol·‖expected‖_F``
-(shapes must match); ``exact`` means equal integers (ranks).
+(shapes must match); ``exact`` means equal integers (ranks). A manifest's tolerances must be
+finite with ``0 ≤ rtol ≤`` :data:`MAX_RTOL` and ``0 ≤ atol ≤`` :data:`MAX_ATOL` (``rtol = atol =
+0`` for ``exact``); a case with any other tolerance fails, so an edited manifest cannot make
+garbage pass.
+
+Faults (:func:`check_golden`): each case fails on its own (a missing, altered, truncated or
+unreadable npz, a manifest entry that is not an object or lacks a field, a bad tolerance, a
+duplicate name, an error while recomputing) with the reason in its ``problems``; every case of
+:func:`case_names` that the manifest does not list fails as missing, so a cut manifest does not
+pass; a manifest that cannot be read at all (not UTF-8, not JSON, wrong schema) raises one
+:class:`GoldenError` naming the file. ``tucker-ref golden check`` prints the report to stdout
+and every error to stderr.
 """
 
 from __future__ import annotations
@@ -62,7 +73,9 @@ __all__ = [
     "DECISION_MARGIN",
     "MANIFEST_FIELDS",
     "MANIFEST_NAME",
+    "MAX_ATOL",
     "MAX_CORE_CONDITION",
+    "MAX_RTOL",
     "MIN_RELATIVE_GAP",
     "RTOL_ALGEBRA",
     "RTOL_SPECTRAL",
@@ -130,6 +143,12 @@ MAX_CORE_CONDITION = 100.0
 MIN_RELATIVE_GAP = 1e-3
 #: Every tail of a rank decision lies outside ``[ϑ/DECISION_MARGIN, ϑ·DECISION_MARGIN]``.
 DECISION_MARGIN = 2.0
+#: Largest ``rtol`` a manifest may give an output: 10^4 × :data:`RTOL_SPECTRAL`, room for any
+#: float64 implementation, far below what a wrong one produces.
+MAX_RTOL = 1e-6
+#: Largest ``atol`` a manifest may give an output (the shipped set's largest is below 1e-7; its
+#: arrays are O(1) to O(10^3)).
+MAX_ATOL = 1e-6
 
 _CONVENTIONS = {
     "unfolding": "Mat_i(X) = moveaxis(X, i, 0).reshape(n_i, -1) (C order: remaining modes increasing, "
@@ -709,10 +728,19 @@ def load_manifest(directory=None) -> dict:
     """
     directory = default_golden_dir() if directory is None else Path(directory)
     path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no golden manifest (is {directory} a golden directory? write one with "
+                                "`tucker-ref golden write DIR`)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise GoldenError(f"{path} is not UTF-8 text ({exc}); the manifest is damaged: restore it or write the set "
+                          "again") from None
     except json.JSONDecodeError as exc:
-        raise GoldenError(f"{path} is not valid JSON: {exc}") from None
+        raise GoldenError(f"{path} is not valid JSON: {exc}; the manifest is damaged: restore it or write the set "
+                          "again") from None
+    except OSError as exc:
+        raise GoldenError(f"{path} cannot be read: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
         raise GoldenError(f"{path} is not a tucker_ref golden manifest (expected schema {SCHEMA!r})")
     version = manifest.get("schema_version")
@@ -725,14 +753,60 @@ def load_manifest(directory=None) -> dict:
 
 
 def _find_case(manifest: dict, name: str) -> dict:
-    for case in manifest["cases"]:
+    cases = [c for c in manifest["cases"] if isinstance(c, dict)]
+    for case in cases:
         if case.get("name") == name:
             return case
-    raise GoldenError(f"no case named {name!r}; the set has {[c.get('name') for c in manifest['cases']]}")
+    raise GoldenError(f"no case named {name!r}; the set has {[c.get('name') for c in cases]}")
+
+
+def _entry_name(case, index: int) -> str:
+    """The name of a manifest entry for reports (``cases[i]`` when it has none)."""
+    name = case.get("name") if isinstance(case, dict) else None
+    return name if isinstance(name, str) and name else f"cases[{index}]"
+
+
+def _check_entry(case, index: int) -> None:
+    """Raise :class:`GoldenError` unless manifest entry ``index`` has every field with its type."""
+    where = f"manifest entry cases[{index}]"
+    if not isinstance(case, dict):
+        raise GoldenError(f"{where} is a JSON {type(case).__name__}, not an object")
+    kinds = {"name": str, "kind": str, "file": str, "sha256": str, "params": dict, "inputs": dict, "outputs": dict}
+    for key, kind in kinds.items():
+        if not isinstance(case.get(key), kind):
+            raise GoldenError(f"{where} ({case.get('name', '?')}): field {key!r} must be a "
+                              f"{'string' if kind is str else 'JSON object'}, got {case.get(key)!r}")
+    if Path(case["file"]).name != case["file"] or not case["file"].endswith(".npz"):
+        raise GoldenError(f"{where}: file must be a plain .npz file name beside the manifest, got {case['file']!r}")
+    for group in ("inputs", "outputs"):
+        for key, meta in case[group].items():
+            shape = meta.get("shape") if isinstance(meta, dict) else None
+            if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) \
+                    or not isinstance(meta.get("dtype"), str):
+                raise GoldenError(f"{where}: {group}[{key!r}] must be an object with a shape (list of integers) "
+                                  f"and a dtype, got {meta!r}")
+    _tolerances(case)
+
+
+def _tolerance(key: str, meta: dict) -> Tolerance:
+    """The :class:`Tolerance` of one output entry, checked against :data:`MAX_RTOL` / :data:`MAX_ATOL`."""
+    comparison = meta.get("comparison")
+    if comparison not in COMPARISONS:
+        raise GoldenError(f"output {key}: comparison {comparison!r} is not one of {sorted(COMPARISONS)}")
+    values = {}
+    for name, bound in (("rtol", MAX_RTOL), ("atol", MAX_ATOL)):
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                or not 0 <= value <= bound:
+            raise GoldenError(f"output {key}: {name} must be a finite number in [0, {bound:g}], got {value!r}")
+        values[name] = float(value)
+    if comparison == "exact" and (values["rtol"] or values["atol"]):
+        raise GoldenError(f"output {key}: an exact comparison has rtol = atol = 0, got {values}")
+    return Tolerance(values["rtol"], values["atol"], comparison)
 
 
 def _tolerances(case: dict) -> dict:
-    return {k: Tolerance(float(v["rtol"]), float(v["atol"]), v["comparison"]) for k, v in case["outputs"].items()}
+    return {k: _tolerance(k, v if isinstance(v, dict) else {}) for k, v in case["outputs"].items()}
 
 
 def _read_case(directory: Path, case: dict, verify: bool = True):
@@ -744,8 +818,12 @@ def _read_case(directory: Path, case: dict, verify: bool = True):
     if digest != case["sha256"]:
         raise GoldenError(f"sha256 mismatch for {path.name}: the file was altered "
                           f"(manifest {case['sha256'][:12]}…, file {digest[:12]}…)")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, zlib.error, ...
+        raise GoldenError(f"{path.name} cannot be read as an npz file ({type(exc).__name__}: {exc}); "
+                          "restore it or write the set again") from None
     inputs, outputs = {}, {}
     for group, spec, target in (("input", case["inputs"], inputs), ("output", case["outputs"], outputs)):
         for key, meta in spec.items():
@@ -791,6 +869,7 @@ def load_case(directory, name: str, *, verify: bool = True):
     directory = default_golden_dir() if directory is None else Path(directory)
     manifest = load_manifest(directory)
     case = _find_case(manifest, name)
+    _check_entry(case, manifest["cases"].index(case))
     inputs, outputs = _read_case(directory, case, verify)
     return inputs, outputs, _tolerances(case)
 
@@ -860,48 +939,64 @@ def check_golden(directory=None) -> list[CaseResult]:
 
     Returns
     -------
-    list of CaseResult, one per manifest case. A missing file, a SHA-256 mismatch, arrays that do
-    not match the manifest, an unknown kind or a recomputation error fail that case (with the
-    reason in ``problems``) without stopping the others.
+    list of CaseResult, one per manifest entry, then one per case of :func:`case_names` that the
+    manifest lacks. A manifest entry that is not an object or lacks a field, a bad tolerance, a
+    duplicate name, a missing, altered or unreadable file, arrays that do not match the
+    manifest, an unknown kind or any error while recomputing fail that case (with the reason in
+    ``problems``) without stopping the others; a case missing from the manifest fails as such.
 
     Raises
     ------
     FileNotFoundError, GoldenError
-        No manifest, or one that cannot be read (wrong schema or schema version).
+        No manifest, or one that cannot be read (not UTF-8 or JSON, wrong schema or schema
+        version).
     """
     directory = default_golden_dir() if directory is None else Path(directory)
     manifest = load_manifest(directory)
     results = []
-    for case in manifest["cases"]:
-        name = case.get("name", "?")
+    seen = set()
+    for index, case in enumerate(manifest["cases"]):
+        name = _entry_name(case, index)
+        duplicate = name in seen
+        seen.add(name)
         try:
+            if duplicate:
+                raise GoldenError(f"a second manifest entry named {name!r} (cases[{index}])")
+            _check_entry(case, index)
             inputs, expected = _read_case(directory, case)
             computed = _compute(case["kind"], inputs, name)
-        except (GoldenError, ValueError, TypeError, KeyError, OSError) as exc:
+            results.append(compare_case({k: o.value for k, o in computed.items()}, expected, _tolerances(case),
+                                        name=name))
+        except Exception as exc:  # noqa: BLE001 - one case's failure, whatever it is, fails that case only
             results.append(CaseResult(name=name, ok=False, max_rel_error=math.inf,
                                       problems=[f"{type(exc).__name__}: {exc}"]))
-            continue
-        results.append(compare_case({k: o.value for k, o in computed.items()}, expected, _tolerances(case),
-                                    name=name))
+    for name in case_names():
+        if name not in seen:
+            results.append(CaseResult(name=name, ok=False, max_rel_error=math.inf,
+                                      problems=[f"missing from the manifest {directory / MANIFEST_NAME} (a set "
+                                                "written by `tucker-ref golden write` has every case)"]))
     return results
 
 
-def run_command(action: str, directory=None, out=None) -> int:
+def run_command(action: str, directory=None, out=None, err=None) -> int:
     """``tucker-ref golden write DIR`` / ``check [DIR]``: print a report, return the exit code.
 
     ``write`` prints one line per written case (exit 1 if the directory cannot be written or a
     case is not well posed); ``check`` one line per case (name, max relative
     error, ``ok``/``FAIL``) and a summary, and returns 1 if any case failed or the set could not be
-    read (missing manifest, unknown schema version), else 0.
+    read (missing or unreadable manifest, unknown schema version), else 0. The report goes to
+    ``out`` (default stdout); errors, one line per problem of each failed case, go to ``err``
+    (default stderr).
     """
     out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     if action == "write":
         if directory is None:
             raise ValueError("directory is required for 'write'")
         try:
             manifest = write_golden(directory)
         except (OSError, GoldenError) as exc:
-            print(f"golden write: {exc}", file=out)
+            print(f"golden write: error: {exc}", file=err)
             return 1
         for case in manifest["cases"]:
             print(f"wrote {case['file']:<36} {len(case['outputs']):3d} outputs  sha256 {case['sha256'][:12]}", file=out)
@@ -912,10 +1007,12 @@ def run_command(action: str, directory=None, out=None) -> int:
     try:
         results = check_golden(directory)
     except (OSError, GoldenError) as exc:
-        print(f"golden check: {exc}", file=out)
+        print(f"golden check: error: {exc}", file=err)
         return 1
     for result in results:
         print(result.line(), file=out)
+        for problem in result.problems:
+            print(f"golden check: {result.name}: {problem}", file=err)
     failed = [r.name for r in results if not r.ok]
     print(f"{len(results)} cases, {len(failed)} failed" + (f": {', '.join(failed)}" if failed else ""), file=out)
     return 1 if failed or not results else 0

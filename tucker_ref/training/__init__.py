@@ -7,8 +7,9 @@ only parses arguments and calls :func:`train`.
 
 Modules: :mod:`.config` (settings and defaults), :mod:`.methods` (one update rule per
 method), :mod:`.trainer` (the loop and the files of a run), :mod:`.checkpoint`,
-:mod:`.metrics` (parameter counts, compression, spectra), :mod:`.runfiles` (JSON / JSON
-lines, atomic writes), :mod:`.progress`, :mod:`.plots`.
+:mod:`.metrics` (parameter counts, compression, spectra), :mod:`.rundir` (one run per
+directory, nothing of the user's replaced), :mod:`.runfiles` (JSON / JSON lines, atomic
+writes), :mod:`.progress`, :mod:`.plots`.
 """
 
 from .config import METHODS, TrainConfig

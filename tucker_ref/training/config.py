@@ -32,6 +32,9 @@ Defaults and their reasons (the same text is in ``tucker-ref train --help`` and 
 * ``validation``: the number of training images set aside (stratified, seeded) to choose
   settings on; their loss/accuracy is logged per epoch. 0 = none.
 * ``dtype``: see :data:`DEFAULT_DTYPE`; ``--check-descent`` defaults to float64.
+* ``overwrite = False``: a fresh run refuses an ``out`` that holds files it did not write
+  (:mod:`~tucker_ref.training.rundir`); ``True`` replaces the run files in it. Never with
+  ``resume``.
 * The data split is fixed (seed 0 of :func:`tucker_ref.data.load_mnist5k`) for every
   ``seed``, so all runs are measured on the same 1,000 test images; ``seed`` draws the
   initialization and the mini-batch order.
@@ -162,6 +165,7 @@ class TrainConfig:
     data: str = "mnist5k"
     validation: int = 0
     resume: bool = False
+    overwrite: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
     max_steps: int | None = None
@@ -222,6 +226,9 @@ class TrainConfig:
             raise ValueError(f"data must be 'mnist5k' or a directory path, got {c.data!r}")
         if not isinstance(c.out, str) or not c.out:
             raise ValueError(f"out must be a directory path, got {c.out!r}")
+        if c.resume and c.overwrite:
+            raise ValueError("overwrite starts a fresh run and cannot be combined with resume (which continues "
+                             "the run in out)")
         return c
 
     def to_dict(self) -> dict:

@@ -4,6 +4,9 @@ Inputs are the records the trainer writes (``steps.jsonl``, ``metrics.jsonl``; s
 :mod:`tucker_ref.training.trainer`) and :func:`tucker_ref.training.metrics.core_spectra`,
 so a plot can be redrawn from a finished run directory without re-training
 (:func:`plot_run`). matplotlib is imported lazily: a run with ``--no-plots`` never loads it.
+Every figure is rendered into memory and written with
+:func:`~tucker_ref.training.runfiles.write_atomic`: an interruption leaves the previous PNG or
+the new one, never an empty or cut file.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runfiles import read_jsonl
+from .runfiles import read_jsonl, write_atomic
 
 
 def _figure(ncols: int = 1, nrows: int = 1, size=(6.4, 4.0)):
@@ -20,6 +23,17 @@ def _figure(ncols: int = 1, nrows: int = 1, size=(6.4, 4.0)):
 
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Render ``fig`` (format from the suffix of ``path``, PNG by default) and write it atomically."""
+    import io
+
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=path.suffix[1:].lower() or "png", dpi=dpi)
+    write_atomic(path, buffer.getvalue())
+    return path
 
 
 def plot_curves(runs: dict, path) -> Path:
@@ -45,8 +59,7 @@ def plot_curves(runs: dict, path) -> Path:
         ax.grid(alpha=0.3)
         if len(runs) > 1 or any(ax.get_lines()):
             ax.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_ranks(steps: list, path) -> Path | None:
@@ -66,8 +79,7 @@ def plot_ranks(steps: list, path) -> Path | None:
         ax.set(title=name, xlabel="step", ylabel="rank")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_core_spectra(spectra: dict, path) -> Path | None:
@@ -87,8 +99,7 @@ def plot_core_spectra(spectra: dict, path) -> Path | None:
         ax.set(title=name, xlabel="index k", ylabel="σ_k / σ_1 of Mat_i(C)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_vs_compression(rows: list, path, *, zoom: tuple | None = None) -> Path:
@@ -132,8 +143,7 @@ def plot_accuracy_vs_compression(rows: list, path, *, zoom: tuple | None = None)
         axes[1].set_ylim(*zoom)
         axes[1].set_title(f"zoom: {zoom[0]:g}-{zoom[1]:g}%", fontsize="small")
     axes[0].legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_run(run_dir, spectra: dict | None = None) -> list[Path]:

@@ -20,14 +20,28 @@ writes into ``config.out``:
     (:mod:`~tucker_ref.training.metrics`: weights only, biases excluded), ``epoch_time_s``
     (training steps), ``eval_time_s``, ``elapsed_s`` (training time since the start of the run).
 ``summary.json`` — at the end (also on divergence): ``status`` (``"completed"``,
-    ``"max_steps"``, ``"diverged"``), ``method``, ``args``, ``dataset``, ``final`` (test
-    accuracy and loss, last train loss), ``ranks``, ``compression`` (conv, network),
-    ``parameters`` (the full :func:`~tucker_ref.training.metrics.parameter_report`),
-    ``epochs_completed``, ``steps``, ``time_per_epoch_s``, ``time_per_step_s``, ``message``.
+    ``"max_steps"``, ``"diverged"``), ``method``, ``args``, ``dataset``, ``data_fingerprint``
+    (:func:`data_fingerprint`), ``final`` (test accuracy and loss, last train loss), ``ranks``,
+    ``compression`` (conv, network), ``parameters`` (the full
+    :func:`~tucker_ref.training.metrics.parameter_report`), ``epochs_completed``, ``steps``,
+    ``time_per_epoch_s``, ``time_per_step_s``, ``chance_level`` (:func:`chance_level`, with
+    ``at_chance``: the final test accuracy is no better than always answering the most frequent
+    digit), ``warnings`` (a list of sentences; one when the run ends at chance level), ``message``.
+    ``final`` and the times are taken from ``metrics.jsonl``, so a resumed run (even one resumed
+    after its last checkpoint) has the same fields as an uninterrupted one.
 ``checkpoint.json`` + ``checkpoint-<step>.npz`` — after every epoch (and when ``--max-steps``
-    stops the run): parameters, optimizer state, the mini-batch RNG state, counters
-    (:mod:`~tucker_ref.training.checkpoint`). ``--resume`` continues bit for bit.
+    stops the run): parameters, optimizer state, the mini-batch RNG state, counters, the data
+    fingerprint (:mod:`~tucker_ref.training.checkpoint`; fields :data:`CHECKPOINT_FIELDS`).
+    ``--resume`` checks the checkpoint (checksum, schema, counters) and that the data are those
+    it was trained on, then continues bit for bit.
 ``curves.png``, ``ranks.png``, ``core_spectra.png`` — unless ``--no-plots``.
+
+The run directory belongs to one run at a time (:mod:`~tucker_ref.training.rundir`): a second
+run into the same ``out`` fails at once, naming the holder; a fresh run refuses a directory
+holding files it did not write (unless ``overwrite``); a start that fails (bad data, a
+checkpoint that fails its checks) leaves nothing behind; the directory is checked writable
+before the first step. Every whole-file write is atomic
+(:func:`~tucker_ref.training.runfiles.write_atomic`).
 
 Reproducibility: the initialization comes from ``seed`` (:func:`tucker_ref.nn.models.lenet5`,
 children 0 and 1 of ``SeedSequence(seed)``), the mini-batch order from child 2. The
@@ -38,12 +52,17 @@ resumed run redraws the same permutation and skips what was done.
 Divergence: a non-finite loss, gradient or parameter stops the run with
 :class:`TrainingDiverged` before anything else is written; the last checkpoint (the end of
 the last good epoch) is left untouched.
+
+Data: an empty split, non-finite pixels, a ``--train-subset`` / ``--test-subset`` larger than
+the split and a ``--validation`` split that leaves no training image are refused before the
+model is built (``ValueError`` naming the data).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
 import sys
 import time
@@ -51,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import iterate_minibatches, load_dataset, stratified_split
+from ..data import check_split, iterate_minibatches, load_dataset, stratified_split
 from ..integrators.optim import LR_SCHEDULES
 from ..nn.functional import softmax_cross_entropy
 from ..nn.models import LENET5_WEIGHT_SHAPES, lenet5
@@ -62,7 +81,8 @@ from .config import DEFAULT_INIT_RANK, FACTORIZED_METHODS, TrainConfig
 from .methods import adaptive_modes_for, make_update_rule, plain_gradient_keys, rank_bounds
 from .metrics import accuracy, core_spectra, parameter_report, ranks_of
 from .progress import ProgressLine
-from .runfiles import append_jsonl, keep_jsonl, write_json
+from .rundir import RunDirectory
+from .runfiles import append_jsonl, keep_jsonl, read_jsonl, write_json
 
 #: Mini-batch size of the evaluation passes (memory bound: the im2col of conv2 at 500 images
 #: is 16M entries).
@@ -74,11 +94,23 @@ SUBSET_SEED = 0
 VALIDATION_SEED = 1
 #: Settings of one invocation: a resumed run takes them from its own arguments, never from the
 #: checkpoint (``max_steps`` stops this invocation only; a resume without it runs to ``epochs``).
-PER_INVOCATION = ("max_steps", "log_every", "quiet", "plots")
+PER_INVOCATION = ("max_steps", "log_every", "quiet", "plots", "overwrite")
 #: Settings that a resumed run may change when given explicitly; every other setting comes
 #: from the checkpoint. Changing ``lr`` (e.g. to continue a diverged run from its last good
 #: checkpoint with a smaller one) of course ends the bit-identity with the original run.
 RESUMABLE_OVERRIDES = ("epochs", "lr")
+#: Fields of a training checkpoint's ``checkpoint.json`` besides the reserved ones, with their
+#: kinds (:func:`~tucker_ref.training.checkpoint.check_fields`; ``?``: absent in checkpoints
+#: written before the field existed, which resume without that check).
+CHECKPOINT_FIELDS = {"step": "count", "epoch": "count", "batch_in_epoch": "count", "epoch_rng_state": "object",
+                     "sums": "object", "train_time_s": "number", "epoch_time_s": "number?", "config": "object",
+                     "ranks": "object", "data_fingerprint": "string?"}
+#: Fields of ``sums`` (the running sums of the current epoch) in a checkpoint.
+CHECKPOINT_SUMS_FIELDS = {"loss": "number", "correct": "count", "seen": "count"}
+#: Standard errors of the majority-digit rate that a final test accuracy must exceed not to
+#: count as chance level (:func:`chance_level`): 3 keeps a collapsed network (one digit for
+#: every image) from passing by luck on a test set of a few hundred images.
+CHANCE_Z = 3.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -174,7 +206,12 @@ def load_dense_model(run_dir):
 
 def validation_split(train, n: int):
     """``(train', validation)``: ``n`` images of ``train`` set aside, stratified by digit (seed
-    :data:`VALIDATION_SEED`, the same for every ``--seed``), to choose settings on."""
+    :data:`VALIDATION_SEED`, the same for every ``--seed``), to choose settings on.
+
+    ``ValueError`` when ``n`` would leave no training image."""
+    if n >= len(train):
+        raise ValueError(f"--validation {n} sets aside all {len(train)} training images of {train.description}; "
+                         f"pass at most {len(train) - 1}")
     keep, held = stratified_split(train.labels, n, np.random.default_rng(VALIDATION_SEED))
     rest = dataclasses.replace(train.subset(keep),
                                description=f"{train.description}; {len(held)} of them set aside for validation")
@@ -188,16 +225,49 @@ def load_data(config: TrainConfig):
 
     A subset is a uniformly drawn set of examples (seed :data:`SUBSET_SEED`, kept in the
     dataset's order): the embedded subset is sorted by digit, so the first ``N`` would be
-    all zeros.
+    all zeros. ``ValueError`` (naming the data) for an empty split, non-finite pixels
+    (:func:`~tucker_ref.data.check_split`) or a subset larger than its split.
     """
     kwargs = {"dtype": np.dtype(config.dtype)}
     train, test = load_dataset(config.data, **kwargs)
+    for role, split, subset in (("train", train, config.train_subset), ("test", test, config.test_subset)):
+        check_split(split, "training" if role == "train" else role)
+        if subset is not None and subset > len(split):
+            raise ValueError(f"--{role}-subset {subset} is larger than the {len(split)} images of the {role} split "
+                             f"({split.description}); pass at most {len(split)}, or leave it out to use them all")
     rng = np.random.default_rng(SUBSET_SEED)
     if config.train_subset is not None and config.train_subset < len(train):
         train = train.subset(np.sort(rng.permutation(len(train))[: config.train_subset]))
     if config.test_subset is not None and config.test_subset < len(test):
         test = test.subset(np.sort(rng.permutation(len(test))[: config.test_subset]))
     return train, test
+
+
+def data_fingerprint(train, test, validation=None) -> str:
+    """Hex SHA-256 of the data a run trains and is evaluated on: the
+    :meth:`~tucker_ref.data.Dataset.fingerprint` of each split (after the subsets and the
+    validation split), by role. A checkpoint records it and ``--resume`` requires it unchanged."""
+    parts = [f"train:{train.fingerprint()}", f"test:{test.fingerprint()}"]
+    if validation is not None:
+        parts.append(f"validation:{validation.fingerprint()}")
+    return hashlib.sha256(";".join(parts).encode()).hexdigest()
+
+
+def chance_level(labels, accuracy=None, z: float = CHANCE_Z) -> dict:
+    """Whether a test accuracy is at chance level on a test set with ``labels``.
+
+    ``majority_accuracy`` ``p`` is the accuracy of always answering the most frequent digit;
+    ``threshold = p + z·sqrt(p(1 − p)/n)`` (``n`` test images, ``z`` standard errors of the
+    binomial rate); ``at_chance = accuracy <= threshold`` (``None`` without an accuracy). On
+    the default 1,000 balanced test images the threshold is 12.8%; a collapsed network that
+    answers one digit for every image scores about ``p``.
+    """
+    labels = np.asarray(labels)
+    n = labels.size
+    p = float(np.bincount(labels).max()) / n
+    threshold = p + z * math.sqrt(p * (1 - p) / n)
+    return {"majority_accuracy": p, "threshold": threshold, "test_images": int(n),
+            "at_chance": None if accuracy is None else bool(accuracy <= threshold)}
 
 
 def evaluate(model, dataset, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, float]:
@@ -272,6 +342,8 @@ def format_summary(summary: dict) -> str:
                      f"per step {1e3 * summary['time_per_step_s']:.1f} ms")
     if summary.get("message"):
         lines.append(f"  {summary['message']}")
+    for warning in summary.get("warnings") or ():
+        lines.append(f"  WARNING: {warning}")
     lines.append(f"  files in {summary['out']}")
     return "\n".join(lines)
 
@@ -297,11 +369,23 @@ def train(config: TrainConfig, *, explicit=None, stream=None) -> dict:
     ------
     TrainingDiverged
         After writing ``summary.json`` with ``status = "diverged"``; checkpoint untouched.
+    RunDirectoryBusy
+        Another process holds ``config.out`` (:mod:`~tucker_ref.training.rundir`).
+    FileExistsError, FileNotFoundError, NotADirectoryError
+        A fresh run into a directory holding files it did not write; a resume without a
+        checkpoint; an ``out`` that is a file.
+    CheckpointError
+        On resume, a ``checkpoint.json`` or array file that fails its checks, or data that
+        differ from those the checkpoint was trained on (a ``ValueError``).
+    OSError
+        A file cannot be written (the message names it).
     """
     if explicit is None:
         default = TrainConfig()
         explicit = [f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(default, f.name)]
-    return _Run(config.validated(), frozenset(explicit), stream).run()
+    config = config.validated()
+    with RunDirectory(config.out, resume=config.resume, overwrite=config.overwrite) as run_dir:
+        return _Run(config, frozenset(explicit), stream, run_dir).run()
 
 
 @contextlib.contextmanager
@@ -321,23 +405,24 @@ def _overflow_is_divergence(where: str, invalid: bool = False):
 
 
 class _Run:
-    def __init__(self, config: TrainConfig, explicit: frozenset, stream):
-        self.out = Path(config.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+    def __init__(self, config: TrainConfig, explicit: frozenset, stream, run_dir: RunDirectory):
+        self.run_dir = run_dir
+        self.out = run_dir.path
         self.stream = sys.stderr if stream is None else stream
         self.steps_path = self.out / "steps.jsonl"
         self.metrics_path = self.out / "metrics.jsonl"
+        self.checkpoint_path = self.out / ckpt.CHECKPOINT_JSON
         if config.resume:
             arrays, meta = ckpt.load_checkpoint(self.out)
-            config = self._resumed_config(config, explicit, meta)
-        elif ckpt.has_checkpoint(self.out):
-            raise FileExistsError(f"{self.out} already holds a checkpoint; pass --resume to continue it or choose "
-                                  "another --out")
+            ckpt.check_fields(meta, CHECKPOINT_FIELDS, self.checkpoint_path)
+            ckpt.check_fields(meta["sums"], CHECKPOINT_SUMS_FIELDS, f"{self.checkpoint_path} (field 'sums')")
+            config = self._resumed_config(config, explicit, meta, self.checkpoint_path)
         self.config = config
         self.train_set, self.test_set = load_data(config)
         self.validation_set = None
         if config.validation:
             self.train_set, self.validation_set = validation_split(self.train_set, config.validation)
+        self.data_fingerprint = data_fingerprint(self.train_set, self.test_set, self.validation_set)
         self.model = build_model(config)
         self.initial_ranks = ranks_of(self.model)
         self.rule = make_update_rule(config)
@@ -346,21 +431,37 @@ class _Run:
         if config.resume:
             self._restore(arrays, meta)
         else:
-            for path in (self.steps_path, self.metrics_path, self.out / "summary.json"):
-                path.unlink(missing_ok=True)
             self.rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
             self.epoch_rng_state = ckpt.rng_state(self.rng)
             self.step = self.epoch = self.batch_in_epoch = 0
             self.sums = {"loss": 0.0, "correct": 0, "seen": 0}
             self.train_time = 0.0
+            self.epoch_time_before = 0.0
+        self.run_dir.check_writable([self.steps_path, self.metrics_path])
+        # Everything is checked: from here on the run writes.
+        self.run_dir.started()
+        # A partial epoch record (of a --max-steps stop) is replaced by the record of the
+        # continued epoch; it stays while this run has not finished that epoch, so that a
+        # resume that stops at once reports what the interrupted run did.
+        self.partial_record = bool(config.resume and self.batch_in_epoch)
+        if config.resume:
+            # Arrays of a write that was cut before or after its commit go, and so do lines
+            # logged after the checkpoint by the interrupted run.
+            for stale in ckpt.stale_array_files(self.out):
+                stale.unlink(missing_ok=True)
+            keep_jsonl(self.steps_path, lambda r: r["step"] <= self.step)
+            keep_jsonl(self.metrics_path, lambda r: r["step"] <= self.step
+                       and (not r["partial"] or r["step"] == self.step))
         self.checkpoint_step = self.step if config.resume else None
-        self.epoch_times: list[float] = []
-        self.last_epoch_record: dict | None = None
 
     # -- resume ------------------------------------------------------------------------
     @staticmethod
-    def _resumed_config(config: TrainConfig, explicit: frozenset, meta: dict) -> TrainConfig:
-        saved = TrainConfig.from_dict(meta["config"]).validated()
+    def _resumed_config(config: TrainConfig, explicit: frozenset, meta: dict, source) -> TrainConfig:
+        try:
+            saved = TrainConfig.from_dict(meta["config"]).validated()
+        except (TypeError, ValueError) as exc:
+            raise ckpt.CheckpointError(f"{source}: field 'config' holds no valid settings ({exc}); restore the run "
+                                       "directory from a copy, or start the run over with --overwrite") from None
         fixed = explicit - set(RESUMABLE_OVERRIDES) - set(PER_INVOCATION) - {"resume", "out"}
         conflicts = [f"{name}: given {getattr(config, name)!r}, checkpoint has {getattr(saved, name)!r}"
                      for name in sorted(fixed) if getattr(config, name) != getattr(saved, name)]
@@ -372,23 +473,40 @@ class _Run:
         return dataclasses.replace(saved, resume=True, out=config.out, **overrides)
 
     def _restore(self, arrays: dict, meta: dict) -> None:
-        ckpt.load_model_state(self.model, arrays)
-        self.rule.load_state_arrays({k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")})
-        self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        """Check the checkpoint against this run's data and put its state in place (no writes)."""
+        source = self.checkpoint_path
+        recorded = meta.get("data_fingerprint")
+        if recorded is not None and recorded != self.data_fingerprint:
+            raise ckpt.CheckpointError(
+                f"{source}: the data differ from those this run was trained on (fingerprint {recorded[:12]}… "
+                f"recorded, {self.data_fingerprint[:12]}… from --data {self.config.data} now); resume with the "
+                "original data, or start a new run in another --out")
+        step, epoch, batch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        if batch >= self.steps_per_epoch or step != epoch * self.steps_per_epoch + batch:
+            raise ckpt.CheckpointError(
+                f"{source}: inconsistent counters (step {step}, epoch {epoch}, batch_in_epoch {batch} with "
+                f"{self.steps_per_epoch} steps per epoch); restore the run directory from a copy, or start the run "
+                "over with --overwrite")
+        try:
+            ckpt.load_model_state(self.model, arrays)
+            self.rule.load_state_arrays({k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")})
+            self.rng = ckpt.restore_rng(meta["epoch_rng_state"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ckpt.CheckpointError(f"{source}: its state does not fit this run ({type(exc).__name__}: {exc}); "
+                                       "restore the run directory from a copy, or start the run over with "
+                                       "--overwrite") from None
+        self.step, self.epoch, self.batch_in_epoch = step, epoch, batch
         self.epoch_rng_state = meta["epoch_rng_state"]
-        self.rng = ckpt.restore_rng(self.epoch_rng_state)
-        self.sums = dict(meta["sums"])
+        self.sums = {k: meta["sums"][k] for k in CHECKPOINT_SUMS_FIELDS}
         self.train_time = meta["train_time_s"]
-        # Lines logged after the checkpoint by the interrupted run are dropped, as is a
-        # partial epoch record that the continued epoch will replace.
-        keep_jsonl(self.steps_path, lambda r: r["step"] <= self.step)
-        keep_jsonl(self.metrics_path, lambda r: r["step"] <= self.step and not r["partial"])
+        self.epoch_time_before = meta.get("epoch_time_s", 0.0)
 
     def _save_checkpoint(self) -> None:
         arrays = {**ckpt.model_state(self.model), **{f"opt/{k}": v for k, v in self.rule.state_arrays().items()}}
         meta = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                 "epoch_rng_state": self.epoch_rng_state, "sums": self.sums, "train_time_s": self.train_time,
-                "config": self.config.to_dict(), "ranks": ranks_of(self.model)}
+                "epoch_time_s": self.epoch_time_before, "config": self.config.to_dict(),
+                "ranks": ranks_of(self.model), "data_fingerprint": self.data_fingerprint}
         ckpt.save_checkpoint(self.out, arrays, meta)
         self.checkpoint_step = self.step
 
@@ -492,8 +610,10 @@ class _Run:
             "conv_compression": report["conv_compression"], "network_compression": report["network_compression"],
             "epoch_time_s": epoch_time, "eval_time_s": time.perf_counter() - start, "elapsed_s": self.train_time,
         }
+        if self.partial_record:
+            keep_jsonl(self.metrics_path, lambda r: not r["partial"])
+            self.partial_record = False
         append_jsonl(self.metrics_path, record)
-        self.last_epoch_record = record
         return record
 
     def _validation_metrics(self) -> dict:
@@ -525,16 +645,19 @@ class _Run:
                         progress.update(self.batch_in_epoch, self._progress_text(record))
                     if c.max_steps is not None and self.step >= c.max_steps:
                         break
-                epoch_time = time.perf_counter() - epoch_start
-                self.train_time += epoch_time
+                spent = time.perf_counter() - epoch_start
+                self.train_time += spent
+                # the whole epoch's time, also when it was resumed in the middle
+                epoch_time = self.epoch_time_before + spent
                 partial = self.batch_in_epoch < self.steps_per_epoch
                 record = self._end_epoch(epoch_time, partial)
                 progress.finish(self._progress_text({"ranks": record["ranks"]})
                                 + f" | test acc {100 * record['test_accuracy']:.2f}%")
                 if partial:
                     status = "max_steps"
+                    self.epoch_time_before = epoch_time
                 else:
-                    self.epoch_times.append(epoch_time)
+                    self.epoch_time_before = 0.0
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     self.sums = {"loss": 0.0, "correct": 0, "seen": 0}
@@ -552,34 +675,49 @@ class _Run:
         return self._write_summary(status, message)
 
     def _write_summary(self, status: str, message) -> dict:
+        """``summary.json`` from the model and ``metrics.jsonl`` (the records of every invocation
+        of the run, so that a resumed run reports what an uninterrupted one does)."""
         c = self.config
-        if self.last_epoch_record is None or self.last_epoch_record["step"] != self.step:
+        records = read_jsonl(self.metrics_path)
+        last = records[-1] if records else None
+        if last is None or last["step"] != self.step:
             test_loss, test_acc = evaluate(self.model, self.test_set) if status != "diverged" else (None, None)
             validation = self._validation_metrics() if status != "diverged" else {}
         else:
-            test_loss, test_acc = self.last_epoch_record["test_loss"], self.last_epoch_record["test_accuracy"]
-            validation = {k: self.last_epoch_record[k] for k in ("validation_loss", "validation_accuracy")
-                          if k in self.last_epoch_record}
+            test_loss, test_acc = last["test_loss"], last["test_accuracy"]
+            validation = {k: last[k] for k in ("validation_loss", "validation_accuracy") if k in last}
+        epoch_times = [r["epoch_time_s"] for r in records if not r["partial"]]
+        steps_done = len(epoch_times) * self.steps_per_epoch
         report = parameter_report(self.model)
-        steps_done = len(self.epoch_times) * self.steps_per_epoch
+        chance = chance_level(self.test_set.labels, test_acc)
+        warnings = []
+        if chance["at_chance"]:
+            warnings.append(
+                f"final test accuracy {100 * test_acc:.2f}% is at chance level (at most "
+                f"{100 * chance['threshold']:.2f}%: always answering the most frequent digit scores "
+                f"{100 * chance['majority_accuracy']:.2f}% on these {chance['test_images']} test images); the "
+                "network did not learn: train longer, or lower --lr")
         summary = {
             "status": status,
             "method": c.method,
             "args": c.to_dict(),
             "dataset": self.train_set.description,
             "test_set": self.test_set.description,
+            "data_fingerprint": self.data_fingerprint,
             "out": str(self.out),
             "validation_set": None if self.validation_set is None else self.validation_set.description,
             "final": {"test_accuracy": test_acc, "test_loss": test_loss, **validation,
-                      "train_loss": None if self.last_epoch_record is None else self.last_epoch_record["train_loss"]},
+                      "train_loss": None if last is None else last["train_loss"]},
             "initial_ranks": self.initial_ranks,
             "ranks": ranks_of(self.model),
             "compression": {"conv": report["conv_compression"], "network": report["network_compression"]},
             "parameters": report,
             "epochs_completed": self.epoch,
             "steps": self.step,
-            "time_per_epoch_s": float(np.mean(self.epoch_times)) if self.epoch_times else None,
-            "time_per_step_s": sum(self.epoch_times) / steps_done if steps_done else None,
+            "time_per_epoch_s": float(np.mean(epoch_times)) if epoch_times else None,
+            "time_per_step_s": sum(epoch_times) / steps_done if steps_done else None,
+            "chance_level": chance,
+            "warnings": warnings,
             "message": message,
         }
         if c.plots and status != "diverged":
