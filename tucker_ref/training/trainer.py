@@ -5,23 +5,30 @@ writes into ``config.out``:
 
 ``steps.jsonl`` — one record per step:
     ``step`` (1-based, global), ``epoch`` (1-based), ``loss`` (mini-batch loss *before* the
-    step), ``accuracy`` (mini-batch accuracy before the step), ``lr``, ``ranks``
-    (``{layer: [r_1, …]}`` after the step, factorized layers only), ``layers`` (``{layer:
+    step), ``accuracy`` (mini-batch accuracy before the step), ``lr`` (the schedule's value
+    at this step), ``ranks`` (``{layer: [r_1, …]}`` after the step, factorized layers only;
+    inside an open TDLRT cycle the augmented ranks), ``layers`` (``{layer:
     StepReport.to_dict()}`` for the integrator methods: ranks before/augmented/after,
-    clamps, tails, ``eta``, ``threshold``, ``proj_grad_norm`` = ‖Π∇L‖; ``epsilon``,
-    ``tangent_grad_norm`` and ``residual_norm`` only with ``--diagnostics``, as they need the
-    dense kernel gradient), ``time_s`` (wall time of the step), and with
+    clamps, tails, ``eta``, ``threshold``, ``proj_grad_norm`` = ‖Π∇L‖, ``s_steps``;
+    ``epsilon``, ``tangent_grad_norm`` and ``residual_norm`` only with ``--diagnostics``, as
+    they need the dense kernel gradient; on a batch inside a TDLRT cycle of ``--s-steps K >
+    1`` that does not close it, ``{"phase", "s_steps", "ranks_before", "ranks_augmented"}``
+    instead), ``time_s`` (wall time of the step), and with
     ``--check-descent`` a ``descent`` record (see :func:`descent_record`).
 ``metrics.jsonl`` — one record per epoch:
     ``epoch``, ``step``, ``partial`` (an epoch cut short by ``--max-steps``), ``train_loss`` and
     ``train_accuracy`` (means over the epoch's mini-batches, each measured before its step),
-    ``test_loss``, ``test_accuracy``, ``ranks``, ``layer_params`` (stored weights per layer),
+    ``test_loss``, ``test_accuracy``, with ``--validation`` ``validation_loss`` and
+    ``validation_accuracy``, ``ranks``, ``layer_params`` (stored weights per layer),
     ``weights``, ``params`` (weights + biases), ``conv_compression``, ``network_compression``
     (:mod:`~tucker_ref.training.metrics`: weights only, biases excluded), ``epoch_time_s``
     (training steps), ``eval_time_s``, ``elapsed_s`` (training time since the start of the run).
 ``summary.json`` — at the end (also on divergence): ``status`` (``"completed"``,
-    ``"max_steps"``, ``"diverged"``), ``method``, ``args``, ``dataset``, ``data_fingerprint``
-    (:func:`data_fingerprint`), ``final`` (test accuracy and loss, last train loss), ``ranks``,
+    ``"max_steps"``, ``"diverged"``), ``method``, ``args`` (every setting, the new ones of the
+    cycle and the optimizers included), ``dataset``, ``validation_set``, ``data_fingerprint``
+    (:func:`data_fingerprint`), ``final`` (test accuracy and loss, with ``--validation`` the
+    validation accuracy and loss, last train loss), ``initial_ranks`` (the ranks the run
+    started at), ``ranks``,
     ``compression`` (conv, network), ``parameters`` (the full
     :func:`~tucker_ref.training.metrics.parameter_report`), ``epochs_completed``, ``steps``,
     ``time_per_epoch_s``, ``time_per_step_s``, ``chance_level`` (:func:`chance_level`, with
