@@ -17,7 +17,7 @@ import pytest
 import tucker_ref
 
 API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
-# The modules the API page must cover at least (issue 6); new modules are found by walking the package.
+# The modules the API page must cover at least; new modules are found by walking the package.
 REQUIRED = {
     "tucker_ref", "tucker_ref.tucker", "tucker_ref.truncation", "tucker_ref.manifold", "tucker_ref.nn",
     "tucker_ref.nn.functional", "tucker_ref.nn.layers", "tucker_ref.nn.models", "tucker_ref.nn.tucker_layers",

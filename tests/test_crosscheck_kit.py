@@ -108,7 +108,7 @@ def test_tltorch_tucker_conv_matches_golden(torch, tltorch_conv, name):
 
 
 # ---------------------------------------------------------------------------------------
-# 3. a TDLRT step in PyTorch (spec §3), written from the formulas
+# 3. a TDLRT step in PyTorch (docs/algorithms.md §1–§3), written from the formulas
 # ---------------------------------------------------------------------------------------
 def t_unfold(torch, X, i):
     """Mat_i(X) in C order (remaining modes increasing, last fastest)."""

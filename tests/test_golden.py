@@ -338,7 +338,7 @@ def test_tdlrt_step_case_satisfies_the_step_identities():
     residual = np.linalg.norm(G - multi_mode_product(G, P_hat))
     assert abs(residual - out["residual_norm"]) <= 1e-10 * np.linalg.norm(G)
     assert abs(np.linalg.norm(multi_mode_product(G, P_hat)) - out["proj_grad_norm"]) <= 1e-10 * np.linalg.norm(G)
-    # Containment (spec §4) holds in the stored numbers: ‖(I − Π)G‖ ≤ ε and ‖ΠG‖ ≥ ‖PG‖.
+    # Containment (docs/theory.md §3) holds in the stored numbers: ‖(I − Π)G‖ ≤ ε and ‖ΠG‖ ≥ ‖PG‖.
     assert out["residual_norm"] <= out["epsilon"] and out["proj_grad_norm"] >= out["tangent_grad_norm"]
     # The case exercises rank adaptation: augmented beyond, and truncated below, the start ranks.
     assert np.all(out["ranks_augmented"] > np.array(C0.shape))

@@ -1,4 +1,4 @@
-"""Property tests of the guarantees of spec §4 for the TDLRT step (and its baselines at full rank).
+"""Property tests of the guarantees of docs/theory.md §5 for the TDLRT step (and its baselines at full rank).
 
 Every test draws its point with ``tucker_ref.testing.strategies`` (seeded, feasible ranks,
 core unfoldings of full row rank with a controlled condition number) and its loss from
@@ -81,7 +81,7 @@ def make_problem(kind: str, shape, seed: int):
 
 
 def pre_truncation(Y: TuckerTensor, G, lr, variant="k_step"):
-    """``(Û, Ŷ1 = Y − λ G ×_i Û_iÛ_i^T)`` (spec §3: SGD with the S-step gradient at ``Y0``)."""
+    """``(Û, Ŷ1 = Y − λ G ×_i Û_iÛ_i^T)`` (docs/theory.md §4: SGD with the S-step gradient at ``Y0``)."""
     bases = augmented_bases(Y, G, variant)[0]
     return bases, Y.full() - lr * subspace_projection(G, bases)
 
@@ -211,7 +211,7 @@ def test_moving_target_has_fixed_rank_and_one_step_lands_on_the_next_target(shap
 
 
 # =======================================================================================
-# containment (spec §4): P(Y0)∇L(Y0) ∈ V, ‖Π∇L‖ ≥ ‖P∇L‖, ‖(I − Π)∇L‖ ≤ ε
+# containment (docs/theory.md §3): P(Y0)∇L(Y0) ∈ V, ‖Π∇L‖ ≥ ‖P∇L‖, ‖(I − Π)∇L‖ ≤ ε
 # =======================================================================================
 #: V fills the whole space (every mode n_i ≤ 2r_i, or full rank) in many unbiased draws.
 CONTAINMENT_DRAWS = DrawTally("V is a proper subspace, ||(I - Pi)G|| > 0", minimum=0.6)
@@ -240,7 +240,7 @@ def test_containment_k_step(Y, seed, scale):
 
 
 # =======================================================================================
-# descent (spec §4), many draws, λ up to and beyond 2/L
+# descent (docs/theory.md §5), many draws, λ up to and beyond 2/L
 # =======================================================================================
 #: The descent inequality holds for any Galerkin space containing Y0 (even V = span of the old
 #: factors); what is step-specific is ‖ΠG‖ ≥ ‖P(Y0)G‖, non-trivial only when V is proper.
@@ -540,7 +540,7 @@ def containment_residuals(sigma_min: float, draws: int = 20, seed: int = 0):
 
 
 def test_augmented_gradient_loses_containment_as_sigma_min_falls():
-    """Where ``augmented_gradient`` loses the containment (spec §3 variants), measured.
+    """Where ``augmented_gradient`` loses the containment (docs/theory.md §3, augmented-gradient variant), measured.
 
     Its new directions ``N_i Mat_i(C)^T = N_i Q_i S_i^T`` carry the core's singular values, so
     the direction tied to ``σ_min`` is resolved only to ``eps/σ_min`` (relative): the residual

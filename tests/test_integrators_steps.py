@@ -140,11 +140,11 @@ def test_step_report_is_consistent(Y, seed, tau, rmin, extra):
     for i, r in enumerate(Y1.ranks):
         r_hat, n = rep.ranks_augmented[i], Y.shape[i]
         assert Y.ranks[i] <= r_hat <= min(n, 2 * Y.ranks[i])
-        # Clamp interval of spec §3.3, then feasibility r_i ≤ ∏_{j≠i} r_j of the final ranks.
+        # Clamp interval of docs/algorithms.md §3, then feasibility r_i ≤ ∏_{j≠i} r_j of the final ranks.
         others = math.prod(Y1.ranks) // r
         assert min(rmin, r_hat, n, others) <= r <= (r_hat if rmax is None else min(rmax, r_hat)), (i, rep, Y.core.tolist(), [U.tolist() for U in Y.factors], seed)
     assert rep.loss_before == loss(Y) and rep.loss_after == loss(Y1)
-    # spec §4 containment (k_step, all modes augmented): ‖(I − Π)G‖ ≤ ε and ‖ΠG‖ ≥ ‖P(Y0)G‖
+    # containment of docs/theory.md §3 (k_step, all modes augmented): ‖(I − Π)G‖ ≤ ε and ‖ΠG‖ ≥ ‖P(Y0)G‖
     scale = EPS * 1e3 * np.linalg.norm(G)
     assert rep.residual_norm <= rep.epsilon + scale
     assert rep.proj_grad_norm >= rep.tangent_grad_norm - scale

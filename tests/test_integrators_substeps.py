@@ -1,4 +1,5 @@
-"""Substeps of the rank-adaptive BUG step (spec §3) and the gradient-oracle protocol.
+"""Substeps of the rank-adaptive BUG step (docs/algorithms.md §1–§3) and the gradient-oracle
+protocol (docs/algorithms.md §0).
 
 Mechanics only; the paper's guarantees (descent, containment, approximation) are tested by
 the property tests of the integrators.
@@ -187,7 +188,7 @@ def test_k_and_u_gradients_are_directional_derivatives(Y, seed, data):
     assert abs(np.vdot(k_gradient(N, Q), V) - np.vdot(unfold(G, mode), dK)) <= 200 * EPS * scale
     dU = V @ unfold(Y.core, mode) @ kron.T
     assert abs(np.vdot(u_gradient(N, Y.core, mode), V) - np.vdot(unfold(G, mode), dU)) <= 200 * EPS * scale
-    # ∇_U L = ∇_K L S^T (spec §3 variants). Both sides are products N Mat_i(C)^T that can cancel
+    # ∇_U L = ∇_K L S^T (docs/algorithms.md#variants). Both sides are products N Mat_i(C)^T that can cancel
     # (dev-profile counterexample: a 1×1 result of -1e-2 from terms of size 1), so the rounding
     # is measured against ‖N‖‖Mat_i(C)‖, not against the result.
     diff = np.linalg.norm(u_gradient(N, Y.core, mode) - k_gradient(N, Q) @ S.T)

@@ -1,4 +1,4 @@
-"""Tangent geometry of the fixed-rank Tucker manifold (spec §1; issue 2)."""
+"""Tangent geometry of the fixed-rank Tucker manifold (docs/theory.md §2)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tucker conv2d, low-rank dense and their gradient oracles (spec §3) against the dense kernels.
+"""Tucker conv2d, low-rank dense and their gradient oracles (docs/algorithms.md §0) against the dense kernels.
 
 Oracles: the dense conv / linear of :mod:`tucker_ref.nn.functional` with the reconstructed
 weight ``T.full()``, the chain rule through ``W = C ×_i U_i`` written out with dense
@@ -75,7 +75,7 @@ def conv_cases(draw):
 
 
 def chain_rule(T: TuckerTensor, G):
-    """Gradients with respect to core and factors from the dense gradient ``G`` (spec chain rule).
+    """Gradients with respect to core and factors from the dense gradient ``G`` (chain rule of docs/theory.md §2).
 
     ``dC = G ×_i U_i^T`` and ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``.
     """

@@ -1,9 +1,9 @@
-"""Robustness to small core singular values (spec §2, §4): TDLRT's K-step form against the
+"""Robustness to small core singular values (docs/theory.md §2, §3, §5): TDLRT's K-step form against the
 direct factor scheme and naive factor training.
 
 * The K-step TDLRT step never divides by a core singular value: with mode singular values
   down to 1e-12 its steps are finite and satisfy the descent and approximation bounds of
-  spec §4 with the same (σ-free) rounding margins.
+  docs/theory.md §5 with the same (σ-free) rounding margins.
 * Explicit Euler on the factor equations carries ``Mat_i(C)^+``: its one-step error grows
   like ``σ_min^{-1}`` (fitted and printed) and a few steps diverge once ``σ_min ≤ λ/10``.
 * Naive factor training moves the factor direction tied to ``σ_k`` at exactly ``σ_k²`` times

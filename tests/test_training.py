@@ -18,15 +18,22 @@ import pytest
 
 from tucker_ref.integrators.baselines import naive_factor_step
 from tucker_ref.integrators.steps import fixed_rank_bug_step
+from tucker_ref.integrators.substeps import k_gradient, k_parametrization, k_step, orthonormal_basis
 from tucker_ref.nn.functional import softmax_cross_entropy
 from tucker_ref.nn.layers import Conv2d, Flatten, Linear, Sequential, TuckerConv2d
 from tucker_ref.nn.models import LENET5_WEIGHT_SHAPES, lenet5
 from tucker_ref.training import TrainConfig, TrainingDiverged, build_model, initial_ranks, load_data, train
 from tucker_ref.training import checkpoint as ckpt
-from tucker_ref.training.methods import FixedRankUpdate, NaiveTuckerUpdate, make_update_rule
+from tucker_ref.training.methods import (
+    FixedRankLayerwiseUpdate,
+    FixedRankUpdate,
+    NaiveTuckerUpdate,
+    make_update_rule,
+    plain_gradient_keys,
+)
 from tucker_ref.training.metrics import parameter_report
 from tucker_ref.training.runfiles import keep_jsonl, read_jsonl, to_jsonable
-from tucker_ref.tucker import TuckerTensor
+from tucker_ref.tucker import TuckerTensor, multi_mode_product
 
 pytest.importorskip("mlxtend")
 
@@ -57,14 +64,15 @@ def without_times(record):
 
 
 def tucker_params(shape, ranks):
-    """Spec §5 count, written out independently of TuckerTensor.n_params."""
+    """Tucker parameter count ∏ r_i + Σ n_i r_i, written out independently of TuckerTensor.n_params."""
     return int(np.prod(ranks)) + sum(n * r for n, r in zip(shape, ranks))
 
 
 # ---------------------------------------------------------------------------------------
 # every method, end to end
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["tdlrt", "full", "naive-tucker", "fixed-rank", "riemannian"])
+@pytest.mark.parametrize("method", ["tdlrt", "full", "naive-tucker", "fixed-rank", "fixed-rank-layerwise",
+                                    "riemannian"])
 def test_every_method_writes_the_documented_files(tmp_path, method):
     summary = run(tmp_path, method=method, epochs=1)
     steps = read_jsonl(tmp_path / "steps.jsonl")
@@ -89,7 +97,7 @@ def test_every_method_writes_the_documented_files(tmp_path, method):
     assert set(steps[-1]["ranks"]) == {"conv1", "conv2", "fc1"}
     if method != "tdlrt":  # fixed-rank methods keep the initial ranks
         assert all(r["ranks"] == ranks for r in steps)
-    if method in ("tdlrt", "fixed-rank", "riemannian"):
+    if method in ("tdlrt", "fixed-rank", "fixed-rank-layerwise", "riemannian"):
         assert set(steps[-1]["layers"]) == {"conv1", "conv2", "fc1"}
     if method == "tdlrt":
         for report in steps[-1]["layers"].values():
@@ -117,7 +125,7 @@ def test_diagnostics_log_epsilon(tmp_path):
     run(tmp_path, max_steps=1, diagnostics=True)
     report = read_jsonl(tmp_path / "steps.jsonl")[0]["layers"]["conv2"]
     assert report["epsilon"] > 0 and report["tangent_grad_norm"] > 0
-    # containment (spec §4): the residual outside the augmented space is at most epsilon
+    # containment (docs/theory.md §5): the residual outside the augmented space is at most epsilon
     assert report["residual_norm"] <= report["epsilon"] * (1 + 1e-4)
 
 
@@ -308,8 +316,8 @@ def test_only_naive_training_computes_the_euclidean_factor_gradients(method):
     assert all(g.computed == (method == "naive-tucker") for g in grads.values())
 
 
-def test_fixed_rank_takes_the_s_step_gradient_at_the_projected_point_per_layer():
-    config, model = small_factorized_model("fixed-rank")
+def test_fixed_rank_layerwise_takes_the_s_step_gradient_at_the_projected_point_per_layer():
+    config, model = small_factorized_model("fixed-rank-layerwise")
     regrad = one_batch(model)
     reference = build_model(config)
     one_batch(reference)
@@ -326,9 +334,62 @@ def test_fixed_rank_takes_the_s_step_gradient_at_the_projected_point_per_layer()
             return other[name].gradient_oracle()
 
         expected[name] = fixed_rank_bug_step(Y0, gradient, 0.05, diagnostics=False)[0]
-    FixedRankUpdate(config).step(model, 0.05, regrad)
+    FixedRankLayerwiseUpdate(config).step(model, 0.05, regrad)
     for name, layer in model.tucker_layers().items():
         assert np.allclose(layer.weight.full(), expected[name].full(), rtol=1e-10, atol=1e-12)
+
+
+def counting(regrad):
+    """``regrad`` that counts its calls in ``.calls``."""
+    def wrapped():
+        wrapped.calls += 1
+        return regrad()
+
+    wrapped.calls = 0
+    return wrapped
+
+
+def test_fixed_rank_is_bug_on_the_whole_network_at_the_joint_point_in_two_passes():
+    # fixed-rank BUG applied to the parameter vector Θ: K-steps of every factorized layer from
+    # ∇L(Θ0), every layer moved to its Ỹ = C0 ×_i (U_i^1T U_i^0) ×_i U_i^1 at once, ONE second
+    # pass there, every S-step (and the SGD step of biases and fc2) from ∇L(Θ̃).
+    config, model = small_factorized_model("fixed-rank")
+    regrad = counting(one_batch(model))
+    lr = 0.05
+    reference = build_model(config)
+    one_batch(reference)
+    starts = {name: layer.weight for name, layer in reference.tucker_layers().items()}
+    oracles0 = {name: layer.gradient_oracle() for name, layer in reference.tucker_layers().items()}
+    # Ỹ of each layer, written out from the K-step formulas of docs/algorithms.md §1
+    projected = {}
+    for name, Y0 in starts.items():
+        U1s = []
+        for i in range(Y0.ndim):
+            Q, _, _ = k_parametrization(Y0, i)
+            K1 = k_step(Y0, i, k_gradient(oracles0[name].mode_partial_gradient(i), Q), lr)
+            U1s.append(orthonormal_basis(K1))
+        projected[name] = TuckerTensor(multi_mode_product(Y0.core, [U1.T @ U for U1, U in zip(U1s, Y0.factors)]), U1s)
+    joint = build_model(config)  # the network at the joint point Θ̃: every layer moved at once
+    for name, Y in projected.items():
+        joint[name].weight = Y
+    one_batch(joint)
+    dense_before = {k: np.array(v) for k, v in reference.parameters().items()
+                    if k in plain_gradient_keys(reference, reference.grads)}
+    update = FixedRankUpdate(config)
+    update.step(model, lr, regrad)
+    assert regrad.calls == 1  # the trainer's pass + this one: 2 forward/backward passes per step
+    for name, layer in model.tucker_layers().items():
+        Yt = projected[name]
+        # the S-step gradient is the network gradient at the joint point, computed directly
+        G = joint[name].gradient_oracle().dense_gradient()
+        want = TuckerTensor(Yt.core - lr * multi_mode_product(G, [U.T for U in Yt.factors]), Yt.factors)
+        assert layer.weight.ranks == starts[name].ranks
+        np.testing.assert_allclose(layer.weight.full(), want.full(), rtol=1e-10, atol=1e-12 * np.abs(want.full()).max())
+    joint_grads = joint.grads
+    for key, before in dense_before.items():
+        layer_name, pname = key.split(".", 1)
+        np.testing.assert_allclose(getattr(model[layer_name], pname), before - lr * joint_grads[key],
+                                   rtol=1e-12, atol=1e-15)
 
 
 # ---------------------------------------------------------------------------------------
@@ -375,7 +436,7 @@ def test_factorized_start_keeps_the_dense_init_norm_and_dtype(dtype):
 
 def test_parameter_report_dense_lenet5():
     report = parameter_report(lenet5())
-    assert report["weights_dense"] == report["weights"] == 430_500  # spec §5
+    assert report["weights_dense"] == report["weights"] == 430_500  # LeNet5's dense parameter count
     assert report["biases"] == 20 + 50 + 500 + 10
     assert report["conv_compression"] == 0 and report["network_compression"] == 0
 

@@ -1,4 +1,4 @@
-"""HOSVD, ST-HOSVD, truncate, orth, feasibility (issue 2, "What it must show")."""
+"""HOSVD, ST-HOSVD, truncate, orth, feasibility (docs/theory.md §1, docs/conventions.md §6–§7)."""
 
 import itertools
 import math

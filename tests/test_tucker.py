@@ -1,4 +1,7 @@
-"""Tucker algebra: unfoldings, the Kronecker identity, mode products, TuckerTensor (issue 2)."""
+"""Tucker algebra: unfoldings, the Kronecker identity, mode products, TuckerTensor.
+
+Conventions: docs/conventions.md §1–§3; the Tucker format: docs/theory.md §1.
+"""
 
 import doctest
 import itertools

@@ -9,7 +9,7 @@ the numbers it measures that a theorem or an exact construction predicts:
   the first-step identity ``e_1² = (λr_0)² + η_0²`` to 1e-10; ``e_K ≤ Σ(λr_k + η_k)`` for every θ.
 * robustness: TDLRT's error flat in ``σ_min`` (max/min ≤ 1.1), direct Euler diverging for
   small ``σ_min``, k_step containment exact to rounding, augmented_gradient containment lost at
-  ``σ_min = 1e-12`` in most draws (what we measure; spec §3 says the same), naive rate ratio
+  ``σ_min = 1e-12`` in most draws (what we measure; docs/theory.md §3 says the same), naive rate ratio
   ``σ_k²`` within the rounding estimate.
 * worked_example: the substep composition equals ``tdlrt_step``; containment, ``η ≤
   sqrt(Σ tails²)`` and the descent bound hold.
@@ -95,7 +95,7 @@ def test_robustness_quick(tmp_path):
     # Direct Euler with Mat_i(C)^+ diverges once sigma_min is far below lr (0.05 in quick mode).
     assert results["first_sigma_min_with_divergence"]["direct Euler"] is not None
     assert results["first_sigma_min_with_divergence"]["TDLRT k_step"] is None
-    # k_step: P(Y0)G in span of the augmented bases to rounding at every sigma_min (spec §4).
+    # k_step: P(Y0)G in span of the augmented bases to rounding at every sigma_min (docs/theory.md §3).
     assert results["containment_slope"]["k_step_max_containment"]["measured"] <= 1e-13
     for row in results["containment"]:
         if row["variant"] == "augmented_gradient" and row["sigma_min"] == 1e-12:

@@ -101,7 +101,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", choices=METHODS, default=S,
                    help=f"tdlrt: rank-adaptive Tucker DLRT (conv1, conv2 Tucker; fc1 low rank). full: dense "
                         f"LeNet5. naive-tucker: SGD on core and factors at fixed ranks (--init-rank). fixed-rank: "
-                        f"fixed-rank BUG. riemannian: Riemannian GD with HOSVD retraction (default {d.method})")
+                        f"fixed-rank BUG of the whole network (every S-step at the joint point, 2 passes per step). "
+                        f"fixed-rank-layerwise: fixed-rank BUG layer by layer (each S-step gradient with only that "
+                        f"layer moved, 1 + #layers passes per step). riemannian: Riemannian GD with HOSVD "
+                        f"retraction (default {d.method})")
     g.add_argument("--tau", type=nonneg_float, default=S,
                    help=f"relative truncation tolerance per mode, theta = tau*||C||_F (default {d.tau})")
     g.add_argument("--variant", choices=list(VARIANTS), default=S,

@@ -40,7 +40,7 @@ import numpy as np
 
 from ._checks import SUPPORTED_DTYPES, check_positive_int
 
-#: Image side length of MNIST digits; the LeNet5 of the spec (§6) expects exactly this.
+#: Image side length of MNIST digits; the LeNet5 of docs/results.md#setup expects exactly this.
 MNIST_SIDE = 28
 #: Number of digit classes.
 MNIST_CLASSES = 10

@@ -14,7 +14,7 @@ Checking another implementation: ``inputs, expected, tolerances = load_case(DIR,
 your code on ``inputs``, then ``compare_case(yours, expected, tolerances)`` (see
 ``docs/crosscheck.md`` for a worked PyTorch example).
 
-What is stored (spec, "Golden files"). QR and SVD outputs are unique only up to signs and
+What is stored (docs/crosscheck.md §3). QR and SVD outputs are unique only up to signs and
 basis choice, so every output that depends on such a choice is stored as a **basis-invariant**
 quantity: projectors ``U U^T``, ``Q_iQ_i^T``, ``Û_iÛ_i^T``, the products ``K_iQ_i^T`` and
 ``∇_{K_i}L Q_i^T``, and dense tensors (``Ĉ0 ×_i Û_i``, ``Ĉ1 ×_i Û_i``, ``Y1``, reconstructions).
@@ -454,7 +454,7 @@ def _step_oracle(inputs, Y, geo) -> TuckerConvGradient:
 
 
 def _step_substeps(Y: TuckerTensor, oracle, lr: float) -> dict:
-    """The intermediates of spec §3 steps 1-2, assembled from the public substeps."""
+    """The intermediates of docs/algorithms.md §1–§2, assembled from the public substeps."""
     parts = {"Q": [], "K": [], "grad_K": [], "U_hat": [], "M_hat": []}
     for i, U in enumerate(Y.factors):
         Q, _, K = k_parametrization(Y, i)

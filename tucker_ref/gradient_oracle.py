@@ -2,7 +2,7 @@
 
 A gradient oracle describes the Euclidean gradient ``G = ∇L(Y0)`` of one point and answers
 ``core_gradient(bases) = G ×_i B_i^T`` and ``mode_partial_gradient(i, factors) = N_i``
-(spec §3, "Gradient-oracle protocol"; the protocol itself is documented in
+(docs/algorithms.md §0; the protocol itself is documented in
 :mod:`tucker_ref.integrators.oracle`). Subclasses supply ``_projected(bases)`` — how to
 compute ``G ×_i B_i^T`` from what they hold — and :meth:`GradientOracle.dense_gradient`:
 ``integrators.oracle.DenseGradient`` holds ``G`` itself (the theory path),
@@ -63,7 +63,7 @@ class GradientOracle:
         return self._projected(self._check_bases(bases))
 
     def mode_partial_gradient(self, mode: int, factors=None) -> np.ndarray:
-        """``N_i = Mat_i(G ×_{j≠i} U_j^T)`` of shape ``(n_i, ∏_{j≠i} r_j)`` (spec §3 step 1b).
+        """``N_i = Mat_i(G ×_{j≠i} U_j^T)`` of shape ``(n_i, ∏_{j≠i} r_j)`` (docs/algorithms.md §1b).
 
         It is ``unfold(core_gradient(bases), i)`` with ``bases`` the factors and identity in
         mode ``i``. ``factors`` (``d`` matrices; entry ``mode`` is ignored) defaults to the

@@ -1,4 +1,4 @@
-"""Geometry of the fixed-rank Tucker manifold (spec §1).
+"""Geometry of the fixed-rank Tucker manifold (docs/theory.md §2).
 
 At ``Y = C ×_1 U_1 ⋯ ×_d U_d`` (orthonormal ``U_i``, core unfoldings of full row rank) the
 tangent space consists of
@@ -137,7 +137,7 @@ def manifold_dim(shape, ranks) -> int:
     shape = tuple(int(n) for n in shape)
     ranks = check_ranks(ranks, shape)
     if not is_feasible(ranks):
-        raise ValueError(f"ranks must be feasible (r_i <= prod_(j!=i) r_j, spec §1), got {ranks}: "
+        raise ValueError(f"ranks must be feasible (r_i <= prod_(j!=i) r_j, docs/theory.md §1), got {ranks}: "
                          "no tensor has that multilinear rank")
     return math.prod(ranks) + sum(r * (n - r) for n, r in zip(shape, ranks))
 

@@ -1,12 +1,12 @@
 """HOSVD, ST-HOSVD, truncation of Tucker tensors, rank-revealing orthonormal bases.
 
-Two tolerance rules live here, and they must not be confused (spec, tolerance glossary):
+Two tolerance rules live here, and they must not be confused (docs/conventions.md §7):
 
 * :func:`hosvd` with ``tol`` guarantees the **total** error, ``‖X − X̂‖ ≤ ϑ``.
   HOSVD splits the budget equally, each mode keeping the smallest rank whose tail is
   ``≤ ϑ/√d``; ST-HOSVD spends it sequentially (mode k may use what earlier modes left,
   spread over the remaining modes: ``tail_k² ≤ (ϑ² − Σ_{j<k} tail_j²)/(d − k)``).
-* :func:`truncate` (the integrator's truncation, spec §3 step 3) applies the paper's
+* :func:`truncate` (the integrator's truncation, docs/algorithms.md §3) applies the paper's
   **per-mode** rule: each mode keeps the smallest rank whose discarded tail is ``≤ ϑ``, so the
   total error is only bounded by ``√d·ϑ`` (by ``√(#truncated modes)·ϑ`` exactly).
 
@@ -17,8 +17,9 @@ In both, ``ϑ = tol·‖·‖_F`` when ``relative`` (of ``X`` for :func:`hosvd`,
 Sign convention (pinned so that golden files are reproducible): every left singular vector
 is flipped so that its entry of largest absolute value is positive (first such entry on ties).
 
-Feasibility (spec §1): a multilinear rank needs ``r_i ≤ ∏_{j≠i} r_j``. Every function that
-chooses ranks returns feasible ones, recompressing the core losslessly when needed.
+Feasibility (docs/theory.md §1, docs/conventions.md §6): a multilinear rank needs
+``r_i ≤ ∏_{j≠i} r_j``. Every function that chooses ranks returns feasible ones, recompressing
+the core losslessly when needed.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def tail_norms(s: np.ndarray) -> np.ndarray:
 
 
 def rank_for_tolerance(s: np.ndarray, threshold: float) -> int:
-    """Smallest ``r`` with ``‖(s_{r+1}, …)‖ ≤ threshold`` (non-strict rule of spec §3.3)."""
+    """Smallest ``r`` with ``‖(s_{r+1}, …)‖ ≤ threshold`` (non-strict rule of docs/algorithms.md §3)."""
     t = tail_norms(s)
     return int(np.flatnonzero(t <= threshold)[0])
 
@@ -113,7 +114,7 @@ def feasible_ranks(ranks) -> tuple[int, ...]:
 
 
 def is_feasible(ranks) -> bool:
-    """``r_i ≤ ∏_{j≠i} r_j`` for every mode (spec §1)."""
+    """``r_i ≤ ∏_{j≠i} r_j`` for every mode (docs/theory.md §1)."""
     return tuple(ranks) == feasible_ranks(ranks)
 
 
@@ -215,7 +216,7 @@ def _check_requested_ranks(ranks, shape):
 
 
 def recompress_to_feasible(core: np.ndarray, factors: list):
-    """Losslessly reduce ranks until ``r_i ≤ ∏_{j≠i} r_j`` (spec §1).
+    """Losslessly reduce ranks until ``r_i ≤ ∏_{j≠i} r_j`` (docs/theory.md §1).
 
     If ``r_i > ∏_{j≠i} r_j``, ``Mat_i(C)`` has rank at most ``∏_{j≠i} r_j``: an SVD
     ``Mat_i(C) = P Σ R^T`` keeps its range exactly, ``C ← C ×_i P^T`` and ``U_i ← U_i P``.
@@ -322,7 +323,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
              modes=None):
     """Truncate a Tucker tensor with orthonormal factors through SVDs of its core unfoldings.
 
-    Implements spec §3 step 3: for each truncated mode ``i``, ``Mat_i(C) = P_i Σ_i R_i^T``;
+    Implements docs/algorithms.md §3: for each truncated mode ``i``, ``Mat_i(C) = P_i Σ_i R_i^T``;
     keep the smallest ``r`` whose discarded tail ``‖(σ_{i,r+1}, …)‖ ≤ ϑ`` (**per-mode rule**,
     ``ϑ = tol·‖C‖_F`` when ``relative`` else ``tol``; total error ``≤ √(#modes)·ϑ``), clamp to
     ``[min(rmin, r̂_i, n_i), min(rmax, r̂_i)]`` (``r̂_i`` the current rank), truncate
@@ -397,7 +398,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         svals.append(s)
         tails.append(float(tail_norms(s)[min(r, len(s))]))
         requested.append(r)
-    # Feasibility is enforced on the truncated core, where it is lossless (spec §3 step 3):
+    # Feasibility is enforced on the truncated core, where it is lossless (docs/algorithms.md §3):
     # Mat_i of the truncated core has rank <= prod_{j!=i} r_j. Cutting the original core's
     # mode-i basis to the feasible rank instead would discard tails above the threshold.
     new_core, keep, dropped = recompress_to_feasible(multi_mode_product(C, keep, transpose=True), keep)

@@ -104,7 +104,7 @@ def multi_mode_product(X, matrices, modes=None, transpose: bool = False) -> np.n
 
 
 class TuckerTensor:
-    """A tensor in Tucker format ``X = C ×_1 U_1 ×_2 U_2 ⋯ ×_d U_d`` (spec §1).
+    """A tensor in Tucker format ``X = C ×_1 U_1 ×_2 U_2 ⋯ ×_d U_d`` (docs/theory.md §1).
 
     Parameters
     ----------
@@ -159,7 +159,7 @@ class TuckerTensor:
 
     @property
     def n_params(self) -> int:
-        """Stored numbers ``∏ r_i + Σ n_i r_i`` (the count used for compression rates, spec §5)."""
+        """Stored numbers ``∏ r_i + Σ n_i r_i`` (the count used for compression rates, docs/results.md#setup)."""
         return int(self.core.size + sum(U.size for U in self.factors))
 
     def __repr__(self) -> str:

@@ -2,8 +2,9 @@
 
     python validation/approximation_bound.py --out DIR [--quick] [--seed S]
 
-The bound (spec §4, issue 6): ``‖W(t) − Y_k‖ ≲ c1 ε + c2 λ + c3 ϑ/λ`` at ``t = kλ``. Every
-experiment uses :class:`common.KroneckerSumQuadratic` on ``8×8×8`` tensors,
+The bound (docs/theory.md §5; measured in docs/validation.md §1):
+``‖W(t) − Y_k‖ ≲ c1 ε + c2 λ + c3 ϑ/λ`` at ``t = kλ``. Every experiment uses
+:class:`common.KroneckerSumQuadratic` on ``8×8×8`` tensors,
 ``L(W) = ½⟨W, 𝓗W⟩ − ⟨B, W⟩`` with ``𝓗W = Σ_i W ×_i H_i``, ``H_i = blockdiag(H_i^a, 0)``
 (``H_i^a`` random PSD ``7×7``, eigenvalues in ``[0, 2]``), whose gradient flow ``W(t)`` is known
 in closed form, and the start ``Y0`` of multilinear rank ``(2, 2, 2)`` (core singular values
@@ -21,7 +22,7 @@ in closed form, and the start ``Y0`` of multilinear rank ``(2, 2, 2)`` (core sin
     ``N`` as ``εtN``; a generic unit ``N`` (Gaussian) is run too. Fit the slope of the error in
     ``ε`` over the ``ε`` where ``εT ≥ 10×`` the ``ε = 0`` error: predicted 1; for the block ``N``
     the constant is predicted exactly: ``‖W(T) − Y_K‖² = e_0² + (εT)²``.
-(4) The per-step recursion of spec §4 along the generic-``N`` trajectory (``ε = 1e-2``):
+(4) The per-step recursion of docs/theory.md §5 along the generic-``N`` trajectory (``ε = 1e-2``):
     ``e_{k+1} ≤ (1 + λL) e_k + λ‖(I − Π_k)∇L(Y_k)‖ + η_k`` (and with factor 1, valid here since
     the loss is convex and ``λ ≤ 2/L``), accumulated from ``e_0 = 0``, beside the measured
     ``e_k = ‖W_k − Y_k‖`` (``W_k`` full SGD from ``Y0``) and ``‖W(t_k) − Y_k‖``.
@@ -282,7 +283,7 @@ def plot_recursion(rows, out):
     ax.semilogy(t[1:], [r["error_sgd"] for r in rows[1:]], "-", lw=2, label="e_k = ‖W_k − Y_k‖ (full SGD)")
     ax.semilogy(t[1:], [r["error_flow"] for r in rows[1:]], "-", label="‖W(t_k) − Y_k‖ (flow)")
     ax.set(xlabel="t = kλ", ylabel="error",
-           title=f"(4) per-step recursion of spec §4, generic N, ε = {RECURSION_EPS:g}")
+           title=f"(4) per-step recursion of theory.md §5, generic N, ε = {RECURSION_EPS:g}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return save_figure(fig, out, "approximation_recursion")

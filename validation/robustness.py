@@ -16,7 +16,7 @@ unfolding has exactly that spectrum), Haar factors. ``σ_min`` runs over ``1 …
     without and with re-orthonormalization) and Riemannian GD with HOSVD retraction. A run
     is stopped and marked *diverged* when a step raises (non-finite values) or
     ``‖Y_k‖ > 10⁶ ‖Y_0‖``.
-(b) Containment at ``Y0`` (spec §4): ``‖(I − Π)P(Y0)G‖ / ‖P(Y0)G‖`` with ``Π`` the projection onto
+(b) Containment at ``Y0`` (theory.md §3): ``‖(I − Π)P(Y0)G‖ / ‖P(Y0)G‖`` with ``Π`` the projection onto
     ``⊗_i span Û_i`` built by ``augment_basis`` from ``∇_{K_i}L`` (``k_step``) or from
     ``∇_{U_i}L`` (``augmented_gradient``), over many seeds per ``σ_min``; also ``‖(I − Π)G‖/ε``.
     The reference ``P(Y0)G`` is ``manifold.tangent_projection``, which assembles the factor

@@ -1,4 +1,4 @@
-"""One TDLRT step worked by hand: every intermediate of spec §3, printed with 4 significant digits.
+"""One TDLRT step worked by hand: every intermediate of docs/algorithms.md §1–§3, printed with 4 significant digits.
 
     python validation/worked_example.py --out DIR [--quick] [--seed S]
 
@@ -148,7 +148,7 @@ def worked_step(seed: int) -> dict:
           f"{relation(eta_direct - trunc.error)}); sqrt(sum tails^2) = {fmt(trunc.certificate)}; "
           f"sqrt({d}) theta = {fmt(np.sqrt(d) * trunc.threshold)}")
 
-    print("\n== Descent and containment terms (spec §4) ==")
+    print("\n== Descent and containment terms (docs/theory.md §3, §5) ==")
     Lc = 1.0  # smoothness of 1/2 ||W - X||^2
     proj_grad = float(np.linalg.norm(grad_core))
     residual = float(np.linalg.norm(G - TuckerTensor(grad_core, U_hats).full()))

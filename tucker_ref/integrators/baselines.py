@@ -1,4 +1,4 @@
-"""Baseline training steps that TDLRT is compared with (issue 4, "Baselines").
+"""Baseline training steps that TDLRT is compared with (docs/algorithms.md#variants).
 
 Same calling convention as the integrator steps of :mod:`.steps`: ``step(Y, grad, lr, …)``
 returns ``(Y_new, BaselineReport)``; ``grad`` is the dense gradient at ``Y`` (ndarray), a
@@ -6,13 +6,13 @@ gradient oracle at ``Y`` or a callable ``point -> ndarray | oracle`` (:mod:`.ora
 non-finite gradient or a negative ``lr`` raises ``ValueError`` and leaves ``Y`` unchanged
 (no step mutates its input).
 
-* :func:`full_sgd_step` — SGD on the dense tensor, ``W ← W − λ∇L(W)`` (spec §2).
+* :func:`full_sgd_step` — SGD on the dense tensor, ``W ← W − λ∇L(W)`` (docs/theory.md §2).
 * :func:`naive_factor_step` — SGD directly on core and factors ("vanilla Tucker" training),
   factors *not* re-orthonormalized.
 * :func:`riemannian_gd_step` — ``Y − λ P(Y)∇L``, retracted by HOSVD to the same ranks, in
   factored form.
 * :func:`direct_euler_step` — explicit Euler on the factor equations of the projected flow
-  (spec §1), the scheme whose ``Mat_i(C)^+`` makes it stiff; by default *without*
+  (docs/theory.md §2), the scheme whose ``Mat_i(C)^+`` makes it stiff; by default *without*
   re-orthonormalization (the plain Euler scheme), optionally with a QR after each step.
 """
 
@@ -93,7 +93,7 @@ def _report(method, Y, Y_new, loss, loss_before, eta=0.0) -> BaselineReport:
 
 
 def _projected_flow_factors(Y: TuckerTensor, oracle, step: str):
-    """Right-hand side of the factor equations of ``Ẏ = −P(Y)∇L(Y)`` (spec §1), sign omitted.
+    """Right-hand side of the factor equations of ``Ẏ = −P(Y)∇L(Y)`` (docs/theory.md §2), sign omitted.
 
     ``δC = G ×_j U_j^T`` and ``δU_i = (I − U_iU_i^T) N_i Mat_i(C)^+`` with
     ``N_i = Mat_i(G ×_{j≠i} U_j^T)`` from the oracle and the pseudo-inverse of
@@ -113,7 +113,7 @@ def _projected_flow_factors(Y: TuckerTensor, oracle, step: str):
 # full training
 # ---------------------------------------------------------------------------------------
 def full_sgd_step(W, grad, lr, *, loss=None):
-    """Plain SGD on the dense tensor: ``W_1 = W − λ∇L(W)`` (spec §2, explicit Euler on ``Ẇ = −∇L``).
+    """Plain SGD on the dense tensor: ``W_1 = W − λ∇L(W)``, explicit Euler on ``Ẇ = −∇L`` (docs/theory.md §2).
 
     Parameters
     ----------
@@ -235,7 +235,7 @@ def riemannian_gd_step(Y: TuckerTensor, grad, lr, *, loss=None, name: str | None
 # ---------------------------------------------------------------------------------------
 def direct_euler_step(Y: TuckerTensor, grad, lr, *, reorthonormalize: bool = False, loss=None,
                       name: str | None = None):
-    """Explicit Euler on the factor equations of ``Ẏ = −P(Y)∇L(Y)`` (spec §1, the "direct" scheme).
+    """Explicit Euler on the factor equations of ``Ẏ = −P(Y)∇L(Y)`` (docs/theory.md §2, the "direct" scheme).
 
         C ← C − λ G ×_j U_j^T,     U_i ← U_i − λ (I − U_iU_i^T) N_i Mat_i(C)^+
 

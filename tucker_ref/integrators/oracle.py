@@ -1,15 +1,15 @@
 """The gradient-oracle protocol between a loss (or a network layer) and the integrators.
 
 An integrator step never needs the dense Euclidean gradient ``G = ∇L(Y0)`` itself, only its
-projections onto bases (spec §3, "Gradient-oracle protocol"). A *gradient oracle* describes
+projections onto bases (docs/algorithms.md §0). A *gradient oracle* describes
 ``G`` at ONE point ``Y0`` and answers, duck-typed (no base class is required):
 
 ``core_gradient(bases) -> ndarray``
     ``G ×_1 B_1^T ⋯ ×_d B_d^T`` of shape ``(k_1, …, k_d)``. ``bases`` is a list of ``d``
     entries, each an ``(n_i × k_i)`` matrix or ``None`` (identity in that mode, ``k_i = n_i``).
-    With the augmented bases ``Û_i`` this is the Galerkin (S-step) gradient of spec §3 step 2.
+    With the augmented bases ``Û_i`` this is the Galerkin (S-step) gradient of docs/algorithms.md §2.
 ``mode_partial_gradient(mode, factors) -> ndarray``
-    ``N_i = Mat_i(G ×_{j≠i} U_j^T)`` of shape ``(n_i, ∏_{j≠i} r_j)`` (spec §3 step 1b); entry
+    ``N_i = Mat_i(G ×_{j≠i} U_j^T)`` of shape ``(n_i, ∏_{j≠i} r_j)`` (docs/algorithms.md §1b); entry
     ``mode`` of ``factors`` is ignored. By definition it equals
     ``unfold(core_gradient(bases), i)`` with ``bases = factors`` and ``None`` in mode ``i``.
 ``dense_gradient() -> ndarray`` (optional)

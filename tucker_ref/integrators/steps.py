@@ -61,15 +61,15 @@ from .substeps import (
     u_gradient,
 )
 
-#: Variants of :func:`tdlrt_step`: which new directions augment mode ``i`` (spec §3 variants).
+#: Variants of :func:`tdlrt_step`: which new directions augment mode ``i`` (docs/algorithms.md#variants).
 VARIANTS = ("k_step", "augmented_gradient")
-#: Where the S-step gradient is taken (spec §3 variants).
+#: Where the S-step gradient is taken (docs/algorithms.md §2).
 S_STEP_GRADIENTS = ("same_point", "reevaluate")
 
 
 @dataclass
 class StepReport:
-    """What one integrator step did (spec §3-§4 quantities), JSON-ready through :meth:`to_dict`.
+    """What one integrator step did (docs/algorithms.md §4), JSON-ready through :meth:`to_dict`.
 
     Attributes
     ----------
@@ -96,7 +96,7 @@ class StepReport:
     epsilon : float or None
         ``ε = ‖(I − P(Y0))∇L(Y0)‖`` from the difference (``manifold.normal_component_norm``).
     residual_norm : float or None
-        ``‖(I − Π)∇L(Y0)‖`` from the difference; ``≤ ε`` for ``k_step`` (spec §4 containment).
+        ``‖(I − Π)∇L(Y0)‖`` from the difference; ``≤ ε`` for ``k_step`` (containment, docs/theory.md §3).
     loss_before, loss_after : float or None
         ``L(Y0)`` and ``L(Y1)`` when a ``loss`` callable was given.
     s_step_gradient : str
@@ -583,7 +583,7 @@ def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: st
 # ---------------------------------------------------------------------------------------
 def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bool = True,
                         name: str | None = None):
-    """One fixed-rank BUG step (Ceruti–Lubich; spec §3 variants), explicit Euler substeps.
+    """One fixed-rank BUG step (Ceruti–Lubich; docs/algorithms.md#variants), explicit Euler substeps.
 
     For every mode ``i`` (from the same ``C0``, ``U^0``): ``K_i^1 = k_step(Y0, i, N_i Q_i, λ)``,
     ``U_i^1 = orthonormal_basis(K_i^1)`` (``r_i`` columns, QR with ``diag(R) ≥ 0``),

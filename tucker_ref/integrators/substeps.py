@@ -1,4 +1,4 @@
-"""The substeps of one rank-adaptive BUG step (spec §3), each a public, inspectable function.
+"""The substeps of one rank-adaptive BUG step (docs/algorithms.md §1–§3), each a public, inspectable function.
 
 Notation: ``Y0 = C0 ×_i U_i`` with orthonormal ``U_i`` (``n_i × r_i``), ``G = ∇L(Y0)``,
 ``N_i = Mat_i(G ×_{j≠i} U_j^T)`` (from a gradient oracle, see :mod:`.oracle`), learning rate
@@ -43,7 +43,7 @@ def check_lr(lr, name: str = "lr") -> float:
 # step 1a-b: K-parametrization and the K-step
 # ---------------------------------------------------------------------------------------
 def k_parametrization(Y: TuckerTensor, mode: int):
-    """Row-space basis of the core unfolding and the K factor (spec §3 step 1a).
+    """Row-space basis of the core unfolding and the K factor (docs/algorithms.md §1a, docs/theory.md §3).
 
     Rule (rank-revealing, valid also when ``Mat_i(C0)`` is rank deficient): take the SVD
     ``Mat_i(C0) = P Σ R^T`` (``R`` with ``r_i`` columns, which needs the feasibility
@@ -80,7 +80,7 @@ def k_parametrization(Y: TuckerTensor, mode: int):
 
 
 def k_gradient(N, Q) -> np.ndarray:
-    """``∇_{K_i}L = N_i Q_i`` (spec §3 step 1b), shape ``(n_i, r_i)``.
+    """``∇_{K_i}L = N_i Q_i`` (docs/algorithms.md §1b), shape ``(n_i, r_i)``.
 
     ``N`` is ``(n_i, ∏_{j≠i} r_j)`` from ``oracle.mode_partial_gradient``; ``Q`` from
     :func:`k_parametrization`.
@@ -93,7 +93,7 @@ def k_gradient(N, Q) -> np.ndarray:
 
 
 def u_gradient(N, C, mode: int) -> np.ndarray:
-    """``∇_{U_i}L = N_i Mat_i(C)^T`` (spec §3 variants), shape ``(n_i, r_i)``.
+    """``∇_{U_i}L = N_i Mat_i(C)^T`` (docs/algorithms.md#variants), shape ``(n_i, r_i)``.
 
     The gradient of ``L(C ×_j U_j)`` with respect to the factor ``U_i``; it equals
     ``∇_{K_i}L S_i^T``, i.e. the K-step directions scaled by the core's singular values.
@@ -110,7 +110,7 @@ def u_gradient(N, C, mode: int) -> np.ndarray:
 
 
 def k_step(Y: TuckerTensor, mode: int, grad_K, lr) -> np.ndarray:
-    """Explicit Euler K-step ``K_i^1 = K_i^0 − λ ∇_{K_i}L`` (spec §3 step 1b), shape ``(n_i, r_i)``.
+    """Explicit Euler K-step ``K_i^1 = K_i^0 − λ ∇_{K_i}L`` (docs/algorithms.md §1b), shape ``(n_i, r_i)``.
 
     ``K_i^0 = U_i S_i`` from :func:`k_parametrization` (deterministic, so ``grad_K`` computed
     with the ``Q_i`` of that function refers to the same parametrization).
@@ -128,7 +128,7 @@ def orthonormal_basis(K) -> np.ndarray:
     """``Q`` of the reduced QR ``K = Q R`` with ``diag(R) ≥ 0`` (pinned signs), shape of ``K``.
 
     Not rank revealing: ``K`` (``n × r``, ``r ≤ n``) always gets ``r`` orthonormal columns. Used by
-    fixed-rank BUG (``U_i^1 = orth(K_i^1)``, spec §3 variants) and to re-orthogonalize in
+    fixed-rank BUG (``U_i^1 = orth(K_i^1)``, docs/algorithms.md#variants) and to re-orthogonalize in
     :func:`augment_basis`.
     """
     K = as_float_array(K, "K", ndim=2)
@@ -157,7 +157,7 @@ def _spectral_norm(W) -> float:
 
 
 def augment_basis(U, new_directions, *, rcond: float | None = None):
-    """Augmented orthonormal basis ``Û = [U, V]`` of ``span[U, new_directions]`` (spec §3 step 1c).
+    """Augmented orthonormal basis ``Û = [U, V]`` of ``span[U, new_directions]`` (docs/algorithms.md §1c).
 
     Construction:
 
@@ -212,7 +212,7 @@ def augment_basis(U, new_directions, *, rcond: float | None = None):
 # step 2: Galerkin (S-) step
 # ---------------------------------------------------------------------------------------
 def galerkin_step(C_hat0, grad_core, lr) -> np.ndarray:
-    """Explicit Euler S-step on the augmented core, ``Ĉ1 = Ĉ0 − λ ∇L ×_i Û_i^T`` (spec §3 step 2).
+    """Explicit Euler S-step on the augmented core, ``Ĉ1 = Ĉ0 − λ ∇L ×_i Û_i^T`` (docs/algorithms.md §2).
 
     ``grad_core`` (same shape as ``C_hat0``) is the gradient of ``Ĉ ↦ L(Ĉ ×_i Û_i)`` at ``Ĉ0``,
     i.e. ``oracle.core_gradient(Û)``; with momentum it is the optimizer's direction.
@@ -268,7 +268,7 @@ def check_rank_bounds(rmin, rmax, ndim: int):
 
 def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adaptive_modes=None,
                   fixed_ranks=None):
-    """Rank-adaptive truncation of ``Ĉ1 ×_i Û_i`` (spec §3 step 3), via :func:`truncation.truncate`.
+    """Rank-adaptive truncation of ``Ĉ1 ×_i Û_i`` (docs/algorithms.md §3), via :func:`truncation.truncate`.
 
     Adaptive mode ``i``: SVD ``Mat_i(Ĉ1) = P_i Σ_i R_i^T``, keep the smallest ``r`` with
     ``‖(σ_{i,r+1}, …)‖ ≤ ϑ`` (``ϑ = τ‖Ĉ1‖_F`` or the absolute ``θ``), clamp to

@@ -21,7 +21,7 @@ from .functional import (
     softmax_cross_entropy,
 )
 
-# Factorized kernels and gradient oracles (spec §3), layer modules, the LeNet5 builder.
+# Factorized kernels and gradient oracles (docs/algorithms.md §0), layer modules, the LeNet5 builder.
 from .layers import (
     Conv2d,
     FactorizedModule,

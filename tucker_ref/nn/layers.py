@@ -13,7 +13,7 @@ Every module has
 There is no optimizer here: the trainer and the integrators own the updates. A factorized
 layer (:class:`TuckerConv2d`, :class:`LowRankLinear`) holds a :class:`TuckerTensor` ``weight``
 that may be replaced by one of different ranks (the integrator changes ranks every step), and
-after ``backward`` it exposes :meth:`FactorizedModule.gradient_oracle` (spec §3).
+after ``backward`` it exposes :meth:`FactorizedModule.gradient_oracle` (docs/algorithms.md §0).
 
 dtype: a module's parameters carry the dtype (float64 or float32, one per module). ``forward``
 casts its input to that dtype and casts nothing else; modules without parameters keep the
@@ -293,7 +293,7 @@ class FactorizedModule(_ParametrizedModule):
         self.grads = GradientDict(self._set_bias_grad(db), names, compute)
 
     def gradient_oracle(self):
-        """The gradient oracle (spec §3) of the last forward/backward pass at the current ``weight``."""
+        """The gradient oracle (docs/algorithms.md §0) of the last forward/backward pass at the current ``weight``."""
         if self._dy is None:
             raise RuntimeError(f"{type(self).__name__}.gradient_oracle needs a forward and a backward pass first")
         return self._make_oracle(self._cache[0], self._dy)

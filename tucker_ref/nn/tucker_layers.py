@@ -19,8 +19,8 @@ factors (the chain rule through ``W = C ×_i U_i``)::
 
 where ``G = ∂L/∂W`` is the dense kernel gradient, but they are computed without forming ``G``.
 
-Gradient oracles (spec §3, "Gradient-oracle protocol")
--------------------------------------------------------
+Gradient oracles (docs/algorithms.md §0, the gradient-oracle protocol)
+----------------------------------------------------------------------
 :class:`TuckerConvGradient` and :class:`LowRankLinearGradient` hold the layer input ``x`` and
 output gradient ``dy`` of *one* backward pass. Every parametrization of the same kernel (the
 factors, the K-step ``K_i = U_i S_i``, the augmented basis ``Û_i``) sees the same ``x`` and
@@ -311,10 +311,10 @@ def low_rank_linear_backward(dy, x, T, need_dx=True):
 
 
 # ---------------------------------------------------------------------------------------
-# gradient oracles (spec §3)
+# gradient oracles (docs/algorithms.md §0)
 # ---------------------------------------------------------------------------------------
 class TuckerConvGradient(GradientOracle):
-    """Gradient oracle of a conv layer from one backward pass (spec §3).
+    """Gradient oracle of a conv layer from one backward pass (docs/algorithms.md §0).
 
     The dense kernel gradient is ``G[o, c, a, b] = Σ_{n,p,q} dy[n, o, p, q] x̄[n, c, s p + d a, s q + d b]``
     (``x̄`` zero-padded): bilinear in ``(dy, x)``, so every projection of ``G`` onto bases is
@@ -345,7 +345,7 @@ class TuckerConvGradient(GradientOracle):
     :meth:`mode_partial_gradient` keeps the channel product its conv computed, ``G ×_2 U_in^T``
     (modes 1, 3, 4) or ``G ×_1 U_out^T`` (mode 2), so the four partials cost two convs. A later
     ``core_gradient`` whose channel bases extend those factors, ``B = [U, V]`` (the augmented
-    bases of the S-step, spec §3 step 2), is assembled from them and needs one conv only for
+    bases of the S-step, docs/algorithms.md §2), is assembled from them and needs one conv only for
     the ``V_out × V_in`` block (see :meth:`_projected`). These products are the only state kept
     between calls; each depends on nothing but ``(x, dy)`` and the factor it was computed with.
     """
@@ -437,7 +437,7 @@ class TuckerConvGradient(GradientOracle):
 
 
 class LowRankLinearGradient(GradientOracle):
-    """Gradient oracle of a dense layer ``y = x W^T + b`` from one backward pass (spec §3, d = 2).
+    """Gradient oracle of a dense layer ``y = x W^T + b`` from one backward pass (docs/algorithms.md §0, d = 2).
 
     ``G = dy^T x`` of shape ``(out, in)``; ``core_gradient([B_1, B_2]) = (dy B_1)^T (x B_2)``
     costs ``2·N·(out·k_1 + in·k_2 + k_1·k_2)`` flops (a ``None`` basis skips its projection).

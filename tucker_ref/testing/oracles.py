@@ -128,7 +128,7 @@ def adjoint_check(A, AT, x, y) -> float:
 
 
 def descent_bound_check(loss_before, loss_after, lr, proj_grad_norm, smoothness, grad_bound, eta) -> float:
-    """How far one step's loss change exceeds the descent bound of spec §4, relative to its terms.
+    """How far one step's loss change exceeds the descent bound of docs/theory.md §5, relative to its terms.
 
     The bound (plain SGD step of size ``λ`` from ``Y0``, ``Π`` the projection onto the augmented
     space, ``L`` the smoothness constant, ``B`` a bound of ``‖∇L‖`` on the segment ``[Ŷ1, Y1]``,

@@ -1,11 +1,11 @@
-"""Losses with known smoothness, for the property tests of the integrators (spec §4).
+"""Losses with known smoothness, for the property tests of the integrators (docs/theory.md §5).
 
 Every problem ``p`` offers
 
 * ``p.loss(W) -> float`` and ``p.gradient(W) -> ndarray`` on dense tensors of ``p.shape``;
 * ``p.smoothness`` -- a constant ``L`` with ``‖∇L(W) − ∇L(V)‖ ≤ L‖W − V‖``;
   ``p.smoothness_is_exact`` says whether it is the smallest such constant;
-* ``p.convex`` -- whether the loss is convex (the approximation recursion of spec §4 then has
+* ``p.convex`` -- whether the loss is convex (the approximation recursion of docs/theory.md §5 then has
   factor 1 for ``λ ≤ 2/L``);
 * ``p.grad_callable(point)`` and ``p.loss_callable(point)`` -- the same at a
   :class:`~tucker_ref.tucker.TuckerTensor` (or dense) point: the gradient callable and the
@@ -23,8 +23,8 @@ Every problem ``p`` offers
     an upper bound (derived in the class docstring).
 :class:`LinearLoss` and :class:`MovingTarget`
     ``L_k(W) = −⟨W, A_{k+1} − A_k⟩/λ`` for a curve ``A(t)`` of fixed multilinear rank: one
-    gradient step of size ``λ`` from ``A_k`` lands exactly on ``A_{k+1}`` (spec §4
-    exactness (b)).
+    gradient step of size ``λ`` from ``A_k`` lands exactly on ``A_{k+1}`` (docs/theory.md §5,
+    exactness).
 
 A measurement helper serves the guarantee tests: :func:`subspace_projection` (``Π`` onto
 ``V = ⊗ span Û_i``, the bases from :func:`tucker_ref.integrators.steps.augmented_bases`).
@@ -158,7 +158,7 @@ class TuckerRegression(QuadraticRegression):
     and the loss is ``σ_min(A)²``-strongly convex. :attr:`tau_bound` is
     ``min_i σ_{i,r*_i}(W*)/‖W*‖`` (the smallest kept mode singular value of the planted tensor,
     relative): a relative truncation tolerance below it keeps the planted ranks near ``W*``
-    (spec §4, rank recovery).
+    (docs/theory.md §5, rank recovery).
 
     Parameters
     ----------
@@ -323,7 +323,7 @@ class LinearLoss(Problem):
 
 
 class MovingTarget:
-    """A curve ``A(t) = C(t) ×_i U_i(t)`` of fixed multilinear rank and its step losses (spec §4 (b)).
+    """A curve ``A(t) = C(t) ×_i U_i(t)`` of fixed multilinear rank and its step losses (theory.md §5).
 
     ``U_i(t) = exp(tΩ_i) U_i(0)`` with skew-symmetric ``Ω_i`` (orthonormal for all ``t``) and
     ``C(t) = C(0) + t Ċ``. At ``t_k = kλ`` the step loss is

@@ -90,7 +90,7 @@ def _rank_interval(n: int, min_rank: int, room: bool) -> tuple[int, int]:
 
 @st.composite
 def feasible_ranks_for(draw, shape, min_rank: int = 1, room: bool = False):
-    """Ranks ``r_i ∈ [1, n_i]`` with ``r_i ≤ ∏_{j≠i} r_j`` (spec §1) for a given ``shape``.
+    """Ranks ``r_i ∈ [1, n_i]`` with ``r_i ≤ ∏_{j≠i} r_j`` (docs/theory.md §1) for a given ``shape``.
 
     Draws ``r_i`` uniformly in ``[1, n_i]`` and reduces them to the largest feasible ranks
     below (:func:`tucker_ref.truncation.feasible_ranks`), so full rank ``r = shape`` is drawn

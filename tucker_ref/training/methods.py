@@ -21,18 +21,28 @@ point, and only then writes them into the layers.
   ordinary parameters (the optimizer on their Euclidean gradients, factors never
   re-orthonormalized). With plain SGD this is exactly
   :func:`~tucker_ref.integrators.baselines.naive_factor_step` (a test checks it).
-* ``fixed-rank``: fixed-rank BUG :func:`~tucker_ref.integrators.steps.fixed_rank_bug_step`.
-  Its S-step needs ``∇L`` at the projected point ``Ỹ = C0 ×_i (U_i^{1T}U_i^0) ×_i U_i^1``;
-  this is done **per layer**: a second forward/backward pass on the same mini-batch with
-  only that layer moved to ``Ỹ`` (all other layers at the step's starting point), so a step
-  costs ``1 + #factorized layers`` passes. Per layer keeps each layer's step exactly the
-  fixed-rank BUG step of the network loss in that layer's variables.
+* ``fixed-rank``: fixed-rank BUG :func:`~tucker_ref.integrators.steps.fixed_rank_bug_step`
+  applied to the whole parameter vector, **at the joint point** (2 forward/backward passes per
+  step). From the first pass every factorized layer computes its K-steps and its projected
+  point ``Ỹ = C0 ×_i (U_i^{1T}U_i^0) ×_i U_i^1``; all layers are moved to their ``Ỹ`` at once,
+  one second pass on the same mini-batch gives the network gradient at that joint point
+  ``Θ̃``, and every S-step ``C1 = C̃ − λ ∇L(Θ̃) ×_i U_i^{1T}`` is taken from it. Biases and
+  fc2 are blocks at full rank (basis = identity, so their K-step does not move them and
+  ``Ỹ = Θ0`` on them): their Galerkin step is the SGD step with the gradient **at the joint
+  point** as well, so the whole step is exactly fixed-rank BUG on ``Θ``.
+* ``fixed-rank-layerwise``: the layer-by-layer variant, labelled as such. Each layer's S-step
+  gradient comes from a pass with only that layer moved to its ``Ỹ`` (all other layers at the
+  step's starting point), so a step costs ``1 + #factorized layers`` passes and each layer's
+  step is the fixed-rank BUG step of the network loss in that layer's variables alone, not a
+  step of the network's parameter vector; biases and fc2 take the SGD step with the first
+  gradient.
 * ``riemannian``: :func:`~tucker_ref.integrators.baselines.riemannian_gd_step` (tangent
   projection of the gradient, HOSVD retraction to the same ranks).
 
 Biases and the layers that are not factorized (fc2, and all layers of ``full``) take the
-same optimizer's :meth:`~tucker_ref.integrators.optim.SGD.dense_step`. ``fixed-rank`` and
-``riemannian`` steps have no optimizer-state transport, so those methods run plain SGD
+same optimizer's :meth:`~tucker_ref.integrators.optim.SGD.dense_step` (with the gradient at the
+joint point for ``fixed-rank``, with the first pass's gradient otherwise). ``fixed-rank``,
+``fixed-rank-layerwise`` and ``riemannian`` steps have no optimizer-state transport, so those methods run plain SGD
 (:data:`~tucker_ref.training.config.SGD_ONLY_METHODS`).
 
 Gradient clipping (``clip_grad_norm``) scales every gradient the optimizers read by one
@@ -119,8 +129,9 @@ class UpdateRule:
         """Update ``model`` in place; return ``{layer: report dict}`` of the factorized layers.
 
         ``regrad()`` re-runs the forward and backward pass of the current mini-batch at the
-        model's current parameters (used by ``fixed-rank``). ``close_cycle`` asks a rule with
-        multi-batch cycles (``tdlrt`` with ``s_steps > 1``) to end its cycle on this batch.
+        model's current parameters (used by ``fixed-rank`` and ``fixed-rank-layerwise``).
+        ``close_cycle`` asks a rule with multi-batch cycles (``tdlrt`` with ``s_steps > 1``) to
+        end its cycle on this batch.
         """
         raise NotImplementedError
 
@@ -318,8 +329,84 @@ class TDLRTUpdate(UpdateRule):
             self.layer_optimizers[name] = optimizer
 
 
-class FixedRankUpdate(_LayerwiseUpdate):
-    """Fixed-rank BUG per layer; the S-step gradient from a second pass with only this layer moved."""
+class _DeferredGradient(Exception):
+    """Raised by the first-phase gradient callable of :class:`FixedRankUpdate` with the point ``Ỹ``."""
+
+    def __init__(self, point):
+        super().__init__("S-step gradient deferred to the joint point")
+        self.point = point
+
+
+class FixedRankUpdate(UpdateRule):
+    """Fixed-rank BUG on the whole parameter vector: every S-step at the joint point (2 passes).
+
+    Phase 1 (first pass, already run by the trainer): each factorized layer's
+    :func:`~tucker_ref.integrators.steps.fixed_rank_bug_step` runs up to its S-step, which
+    asks for ``∇L(Ỹ)``; the gradient callable records ``Ỹ`` and stops the step there. Every
+    layer is then set to its ``Ỹ`` (biases and fc2 stay at ``Θ0``, their ``Ỹ``), ``regrad()``
+    runs the second pass, and phase 2 repeats each layer's step, the callable now returning
+    that layer's oracle at the joint point ``Θ̃`` (the K-steps are recomputed from the same
+    inputs, so the step reaches the same ``Ỹ``: checked). The dense parameters take the SGD
+    step with their gradient at ``Θ̃``.
+    """
+
+    def gradient_keys(self, model, grads) -> list[str]:
+        return plain_gradient_keys(model, grads)
+
+    def step(self, model, lr, regrad, close_cycle=True):
+        layers = model.tucker_layers()
+        starts = {name: layer.weight for name, layer in layers.items()}
+        oracles0 = {name: layer.gradient_oracle() for name, layer in layers.items()}
+        projected = {}
+        for name, Y0 in starts.items():
+            def first(point, Y0=Y0, oracle0=oracles0[name]):
+                if point is Y0:
+                    return oracle0
+                raise _DeferredGradient(point)
+
+            try:
+                fixed_rank_bug_step(Y0, first, lr, diagnostics=False, name=name)
+            except _DeferredGradient as deferred:
+                projected[name] = deferred.point
+            else:  # pragma: no cover - fixed_rank_bug_step always asks for the S-step gradient
+                raise RuntimeError(f"{name}: fixed_rank_bug_step took no S-step gradient")
+        try:
+            for name, layer in layers.items():
+                layer.weight = projected[name]
+            regrad()
+            joint = {name: layer.gradient_oracle() for name, layer in layers.items()}
+            grads = model.grads  # the gradient at the joint point (kept when the weights are reset)
+        finally:
+            for name, layer in layers.items():
+                layer.weight = starts[name]
+        results = {}
+        for name, Y0 in starts.items():
+            def second(point, Y0=Y0, oracle0=oracles0[name], name=name):
+                if point is Y0:
+                    return oracle0
+                if not _same_tucker(point, projected[name]):
+                    raise RuntimeError(f"{name}: the repeated step reached another projected point")
+                return joint[name]
+
+            results[name] = fixed_rank_bug_step(Y0, second, lr, diagnostics=self.config.diagnostics, name=name)
+        for name, (Y, _) in results.items():
+            layers[name].weight = Y
+        self._dense_update(model, grads, self.gradient_keys(model, grads), lr)
+        return {name: report.to_dict() for name, (_, report) in results.items()}
+
+
+def _same_tucker(a: TuckerTensor, b: TuckerTensor) -> bool:
+    """Core and factors equal entry by entry."""
+    return (np.array_equal(a.core, b.core) and len(a.factors) == len(b.factors)
+            and all(np.array_equal(u, v) for u, v in zip(a.factors, b.factors)))
+
+
+class FixedRankLayerwiseUpdate(_LayerwiseUpdate):
+    """Fixed-rank BUG layer by layer: each S-step gradient from a pass with only that layer moved.
+
+    ``1 + #factorized layers`` passes per step; biases and fc2 step with the first gradient.
+    Not fixed-rank BUG of the network's parameter vector (that is :class:`FixedRankUpdate`).
+    """
 
     def layer_step(self, name, layer, oracle, lr, regrad):
         Y0 = layer.weight
@@ -351,6 +438,7 @@ RULES = {
     "full": FullUpdate,
     "naive-tucker": NaiveTuckerUpdate,
     "fixed-rank": FixedRankUpdate,
+    "fixed-rank-layerwise": FixedRankLayerwiseUpdate,
     "riemannian": RiemannianUpdate,
 }
 

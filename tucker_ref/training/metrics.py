@@ -1,12 +1,12 @@
 """Parameter counts, compression rates and core spectra of a (partly) factorized network.
 
-Compression (spec §5, and issue 5)::
+Compression (as in docs/results.md#setup)::
 
     conv compression    = 1 − Σ_conv stored(W) / Σ_conv n_params(W)
     network compression = 1 − Σ_all  stored(W) / Σ_all  n_params(W)
 
-over the layers with a weight, **weights only, biases excluded** (the DLRT convention of spec
-§5; LeNet5's dense weights number 430,500). ``stored(W)`` is ``∏ r_i + Σ n_i r_i`` at the
+over the layers with a weight, **weights only, biases excluded** (the DLRT convention,
+docs/results.md#setup; LeNet5's dense weights number 430,500). ``stored(W)`` is ``∏ r_i + Σ n_i r_i`` at the
 current ranks for a Tucker / low-rank layer (:attr:`TuckerTensor.n_params`) and the number of
 entries for a dense layer, so a dense first conv is counted in both sums. A factorized layer
 near full rank stores *more* than the dense kernel, and the compression is then negative; it
@@ -86,7 +86,7 @@ def core_spectra(model) -> dict:
     """``{layer: [σ(Mat_i(C)) for each mode i]}`` — singular values of every core unfolding.
 
     With orthonormal factors these are the mode-``i`` singular values of the whole kernel,
-    the quantities the truncation (spec §3 step 3) thresholds.
+    the quantities the truncation (docs/algorithms.md §3) thresholds.
     """
     out = {}
     for name, W in layer_weights(model).items():

@@ -291,9 +291,9 @@ def evaluate(model, dataset, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, 
 def descent_record(loss_before, loss_after, lr, proj_grad_sq, eta, grad_norm_before, grad_norm_after) -> dict:
     """The ``--check-descent`` record of one plain-SGD step, measured on one mini-batch.
 
-    Spec §4: ``L(Y1) ≤ L(Y0) − λ(1 − λL/2)‖Π∇L(Y0)‖² + B·η``. The network loss is not
-    L-smooth globally, so ``L`` and ``B`` are left to the analysis (the validation issue
-    estimates ``L̂``, ``B̂``); logged here per step:
+    The descent bound of docs/theory.md §5: ``L(Y1) ≤ L(Y0) − λ(1 − λL/2)‖Π∇L(Y0)‖² + B·η``.
+    The network loss is not L-smooth globally, so ``L`` and ``B`` are left to the analysis
+    (docs/validation.md §4 estimates ``L̂``, ``B̂``); logged here per step:
 
     * ``loss_before``, ``loss_after``, ``observed_change`` = ``L(Y1) − L(Y0)`` on the same batch;
     * ``lr``; ``proj_grad_sq`` = ``‖Π∇L(Y0)‖²`` over all parameters (the factorized layers'
