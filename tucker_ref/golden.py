@@ -66,7 +66,7 @@ from .manifold import normal_component_norm, tangent_projection, tangent_vector
 from .nn.functional import conv2d, conv2d_backward
 from .nn.tucker_layers import TuckerConvGradient, tucker_conv2d, tucker_conv2d_backward
 from .truncation import hosvd, tail_norms
-from .tucker import TuckerTensor, fold, mode_product, multi_mode_product, unfold
+from .tucker import TuckerTensor, fold, mode_product, multi_mode_product, random_orthonormal, unfold
 
 __all__ = [
     "COMPARISONS",
@@ -266,18 +266,13 @@ def _check_decision(s: np.ndarray, threshold: float, what: str) -> None:
 # ---------------------------------------------------------------------------------------
 # input builders (seeded)
 # ---------------------------------------------------------------------------------------
-def _orthonormal(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
-    Q, R = np.linalg.qr(rng.standard_normal((n, r)))
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
-
-
 def _tucker_inputs(rng: np.random.Generator, shape, ranks) -> dict:
     """``core`` (Gaussian, unit norm) and orthonormal ``U_i``; the core is checked by :func:`_check_core`."""
     core = rng.standard_normal(ranks)
     core /= np.linalg.norm(core)
     _check_core(core, f"core of ranks {tuple(ranks)}")
     out = {"core": core}
-    out.update({f"U_{i}": _orthonormal(rng, n, r) for i, (n, r) in enumerate(zip(shape, ranks))})
+    out.update({f"U_{i}": random_orthonormal(rng, n, r) for i, (n, r) in enumerate(zip(shape, ranks))})
     return out
 
 

@@ -103,6 +103,28 @@ def multi_mode_product(X, matrices, modes=None, transpose: bool = False) -> np.n
     return X
 
 
+def random_orthonormal(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
+    """``n × r`` matrix with orthonormal columns: ``Q`` of a Gaussian matrix's QR, ``diag(R) > 0``.
+
+    With the sign of ``R``'s diagonal fixed, ``Q`` is Haar-distributed (not merely orthonormal).
+    The one builder of random bases: the model initialisation, the golden inputs, the test
+    strategies and the validation scripts all draw theirs here, so one seed gives one basis.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n, r : int, ``0 ≤ r ≤ n``
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if not 0 <= r <= n:
+        raise ValueError(f"r must be in [0, n] = [0, {n}], got {r}")
+    Q, R = np.linalg.qr(rng.standard_normal((n, r)))
+    signs = np.sign(np.diag(R))
+    signs[signs == 0] = 1.0
+    return Q * signs
+
+
 class TuckerTensor:
     """A tensor in Tucker format ``X = C ×_1 U_1 ×_2 U_2 ⋯ ×_d U_d`` (docs/theory.md §1).
 

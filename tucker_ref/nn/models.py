@@ -31,7 +31,7 @@ import numbers
 import numpy as np
 
 from .._checks import SUPPORTED_DTYPES, check_ranks
-from ..tucker import TuckerTensor
+from ..tucker import TuckerTensor, random_orthonormal
 from .layers import Conv2d, Flatten, Linear, LowRankLinear, MaxPool2d, ReLU, Sequential, TuckerConv2d
 
 __all__ = ["LENET5_WEIGHT_SHAPES", "lenet5", "pytorch_default_init", "random_tucker"]
@@ -61,10 +61,7 @@ def random_tucker(rng: np.random.Generator, shape, ranks, norm: float) -> Tucker
     ``norm`` (with orthonormal factors ``‖X‖ = ‖C‖``). Ranks must satisfy ``r_i ≤ n_i``.
     """
     ranks = check_ranks(ranks, shape)
-    factors = []
-    for n, r in zip(shape, ranks):
-        q, R = np.linalg.qr(rng.standard_normal((n, r)))
-        factors.append(q * np.where(np.diag(R) < 0, -1.0, 1.0))
+    factors = [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)]
     core = rng.standard_normal(ranks)
     return TuckerTensor(core * (norm / np.linalg.norm(core)), factors)
 

@@ -18,7 +18,7 @@ What is controlled (and checked inside the strategies with ``assert``):
   mode-``i`` singular values of ``X`` are those of ``Mat_i(C)`` (orthonormal factors).
 
 Other helpers import these for integrator and layer tests; the builders
-(:func:`random_orthonormal`, :func:`conditioned_core`) are plain functions of a
+(:func:`~tucker_ref.tucker.random_orthonormal`, re-exported here, and :func:`conditioned_core`) are plain functions of a
 ``numpy.random.Generator`` so that non-hypothesis code can reuse them.
 
 Draws that exercise a claim. By default ranks are uniform in ``[1, n_i]``, which makes
@@ -45,7 +45,7 @@ from hypothesis import strategies as st
 
 from .._checks import check_ranks
 from ..truncation import feasible_ranks
-from ..tucker import TuckerTensor, mode_product, unfold
+from ..tucker import TuckerTensor, mode_product, random_orthonormal, unfold
 
 __all__ = [
     "ConvConfig",
@@ -109,19 +109,6 @@ def feasible_ranks_for(draw, shape, min_rank: int = 1, room: bool = False):
     """
     raw = [draw(st.integers(*_rank_interval(int(n), min_rank, room))) for n in shape]
     return feasible_ranks(raw)
-
-
-def random_orthonormal(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
-    """``n × r`` matrix with orthonormal columns: ``Q`` of a Gaussian matrix's QR, ``diag(R) > 0``.
-
-    With the sign of ``R``'s diagonal fixed, ``Q`` is Haar-distributed (not merely orthonormal).
-    """
-    if not 0 <= r <= n:
-        raise ValueError(f"r must be in [0, n] = [0, {n}], got {r}")
-    Q, R = np.linalg.qr(rng.standard_normal((n, r)))
-    signs = np.sign(np.diag(R))
-    signs[signs == 0] = 1.0
-    return Q * signs
 
 
 def unfolding_condition_numbers(C: np.ndarray) -> list[float]:
