@@ -696,3 +696,13 @@ def test_orth_float32(seed):
     A = np.concatenate([A, A[:, :1] + A[:, 1:2]], axis=1)  # rank 3 in exact arithmetic
     Q = orth(A)
     assert Q.dtype == np.float32 and Q.shape == (6, 3)
+
+
+def test_rank_from_fraction_is_the_ceiling_with_a_floor_of_one():
+    from tucker_ref.truncation import rank_from_fraction
+
+    assert [rank_from_fraction(0.2, n) for n in (1, 5, 20, 50, 500)] == [1, 1, 4, 10, 100]
+    assert rank_from_fraction(1.0, 7) == 7 and rank_from_fraction(0.5, 1) == 1
+    for bad in (0, -0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="fraction must be a number in"):
+            rank_from_fraction(bad, 5)

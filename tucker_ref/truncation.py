@@ -95,6 +95,16 @@ def rank_for_tolerance(s: np.ndarray, threshold: float) -> int:
     return int(np.flatnonzero(t <= threshold)[0])
 
 
+def rank_from_fraction(fraction: float, n: int) -> int:
+    """``max(1, ⌈fraction·n⌉)``: the rank that keeps a fraction of a mode of size ``n`` (at least 1).
+
+    The one rule behind ``lenet5(init_rank_fraction=…)`` and the trainer's ``--init-rank F``.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
+    return max(1, math.ceil(fraction * n))
+
+
 def feasible_ranks(ranks) -> tuple[int, ...]:
     """Largest ranks ``≤ ranks`` with ``r_i ≤ ∏_{j≠i} r_j`` for every mode.
 

@@ -68,7 +68,7 @@ def random_tucker(rng: np.random.Generator, shape, ranks, norm: float) -> Tucker
 
 def _layer_ranks(name, shape, ranks, init_rank_fraction):
     """Ranks requested for one factorized layer, or ``None`` for full / exact."""
-    from ..truncation import feasible_ranks, is_feasible
+    from ..truncation import feasible_ranks, is_feasible, rank_from_fraction
 
     if ranks is not None and name in ranks:
         r = ranks[name]
@@ -84,7 +84,7 @@ def _layer_ranks(name, shape, ranks, init_rank_fraction):
             )
         return r
     if init_rank_fraction is not None:
-        return feasible_ranks(max(1, math.ceil(init_rank_fraction * n)) for n in shape)
+        return feasible_ranks(rank_from_fraction(init_rank_fraction, n) for n in shape)
     return None
 
 

@@ -81,7 +81,7 @@ from ..data import check_split, iterate_minibatches, load_dataset, stratified_sp
 from ..integrators.optim import LR_SCHEDULES
 from ..nn.functional import softmax_cross_entropy
 from ..nn.models import LENET5_WEIGHT_SHAPES, lenet5
-from ..truncation import feasible_ranks
+from ..truncation import feasible_ranks, rank_from_fraction
 from ..tucker import TuckerTensor
 from . import checkpoint as ckpt
 from .config import DEFAULT_INIT_RANK, FACTORIZED_METHODS, TrainConfig
@@ -159,7 +159,7 @@ def initial_ranks(config: TrainConfig) -> dict | None:
             if spec is None:
                 r = n
             elif isinstance(spec, float):
-                r = max(1, math.ceil(spec * n))
+                r = rank_from_fraction(spec, n)
             else:
                 r = min(int(spec), n)
             ranks.append(r if caps[i] is None else min(r, caps[i]))
