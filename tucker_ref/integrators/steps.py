@@ -207,9 +207,6 @@ class AugmentedPoint:
         S-step; committed to the optimizer by :func:`truncate_cycle`.
     s_steps : int
         Number of S-steps taken so far in this cycle.
-    proj_grad_norm : float or None
-        ``‖Π∇L(Y0)‖``: the norm of the first S-step's core gradient (before clipping) when it
-        was taken at ``Y0``; ``None`` otherwise.
     timings : dict
         Wall time per substep, accumulated over the cycle (one dict shared by its points).
     """
@@ -220,7 +217,6 @@ class AugmentedPoint:
     variant: str
     optimizer_state: object = None
     s_steps: int = 0
-    proj_grad_norm: float | None = None
     timings: dict = field(default_factory=dict)
 
     @property
@@ -318,7 +314,6 @@ def s_step(point: AugmentedPoint, grad, lr, *, optimizer=None, core_grad=None, g
     optimizer = _check_optimizer(optimizer, point.ranks, step, state=point.optimizer_state)
     if (grad is None) == (core_grad is None):
         raise ValueError(f"{step}: give exactly one of grad (the gradient at the point) and core_grad")
-    timings = point.timings
     if core_grad is None:
         core_grad = galerkin_gradient(point, grad, name=name, caller=caller)
     else:
@@ -328,10 +323,10 @@ def s_step(point: AugmentedPoint, grad, lr, *, optimizer=None, core_grad=None, g
                              f"got {core_grad.shape}")
     if grad_scale != 1.0:
         core_grad = core_grad * core_grad.dtype.type(grad_scale)
-    with _timed(timings, "galerkin"):
+    with _timed(point.timings, "galerkin"):
         direction, state = optimizer.direction(core_grad, point.optimizer_state, point.core)
         core = galerkin_step(point.core, direction, lr)
-    return replace(point, core=core, optimizer_state=state, s_steps=point.s_steps + 1, timings=timings)
+    return replace(point, core=core, optimizer_state=state, s_steps=point.s_steps + 1)
 
 
 def truncate_cycle(point: AugmentedPoint, *, tau=None, theta=None, adaptive_modes=None, rmin=1, rmax=None,
@@ -581,16 +576,99 @@ def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: st
 # ---------------------------------------------------------------------------------------
 # fixed-rank BUG
 # ---------------------------------------------------------------------------------------
+def fixed_rank_projected_point(Y: TuckerTensor, grad, lr, *, name: str | None = None, timings: dict | None = None,
+                               caller: str = "fixed_rank_projected_point") -> TuckerTensor:
+    """The basis update of fixed-rank BUG: the point ``Ỹ`` where its S-step gradient is taken.
+
+    For every mode ``i`` (from the same ``C0``, ``U^0``): ``K_i^1 = k_step(Y0, i, N_i Q_i, λ)``,
+    ``U_i^1 = orthonormal_basis(K_i^1)`` (``r_i`` columns, QR with ``diag(R) ≥ 0``),
+    ``M_i = U_i^{1T} U_i^0``; ``Ỹ = C̃ ×_i U_i^1`` with ``C̃ = C0 ×_i M_i``
+    (docs/algorithms.md#variants). ``grad`` is the gradient at ``Y`` (ndarray, oracle or callable).
+
+    Returns
+    -------
+    TuckerTensor ``(C̃, [U_i^1])``, the ranks of ``Y``
+    """
+    step = step_label(caller, name)
+    Y = check_point(Y, step)
+    lr = check_lr(lr)
+    timings = {} if timings is None else timings
+    oracle0 = oracle_at(grad, Y, step)
+    U1s = []
+    for i, U in enumerate(Y.factors):
+        with _timed(timings, "gradient"):
+            N = checked_mode_partial(oracle0, Y, i, step)
+        with _timed(timings, "k_parametrization"):
+            Q, _, _ = k_parametrization(Y, i)
+            K1 = k_step(Y, i, k_gradient(N, Q), lr)
+        with _timed(timings, "basis_update"):
+            U1s.append(orthonormal_basis(K1))
+    return TuckerTensor(multi_mode_product(Y.core, [U1.T @ U for U1, U in zip(U1s, Y.factors)]), U1s)
+
+
+def fixed_rank_s_step(Y: TuckerTensor, projected: TuckerTensor, grad, lr, *, oracle0=None, diagnostics: bool = False,
+                      name: str | None = None, timings: dict | None = None, caller: str = "fixed_rank_s_step"):
+    """The S-step of fixed-rank BUG: ``C1 = C̃ − λ ∇L(Ỹ) ×_i U_i^{1T}`` on the bases of ``projected``.
+
+    ``projected`` is :func:`fixed_rank_projected_point` of ``Y``; ``grad`` the gradient at it
+    (ndarray, oracle or callable). ``oracle0`` (the gradient at ``Y``) is needed only for the
+    ``diagnostics`` and ``proj_grad_norm`` of the report.
+
+    Returns
+    -------
+    (TuckerTensor, StepReport)
+        As :func:`fixed_rank_bug_step`, with ``loss_before`` / ``loss_after`` ``None``.
+    """
+    step = step_label(caller, name)
+    Y = check_point(Y, step)
+    lr = check_lr(lr)
+    if not isinstance(projected, TuckerTensor) or projected.ranks != Y.ranks or projected.shape != Y.shape:
+        raise ValueError(f"{step}: projected must be the TuckerTensor of fixed_rank_projected_point(Y, …) (shape "
+                         f"{Y.shape}, ranks {Y.ranks}), got {projected!r}")
+    if diagnostics and oracle0 is None:
+        raise ValueError(f"{step}: diagnostics need oracle0, the gradient oracle at Y")
+    timings = {} if timings is None else timings
+    U1s = projected.factors
+    with _timed(timings, "gradient"):
+        oracle1 = oracle_at(grad, projected, step)
+        grad_core = checked_core_gradient(oracle1, U1s, step, Y.dtype)
+        grad_core0 = checked_core_gradient(oracle0, U1s, step, Y.dtype) if diagnostics else None
+    with _timed(timings, "galerkin"):
+        Y_new = TuckerTensor(galerkin_step(projected.core, grad_core, lr), U1s)
+    tangent, epsilon, residual = (_diagnostics(Y, oracle0, U1s, timings) if diagnostics
+                                  else (None, None, None))
+    report = StepReport(
+        variant="fixed_rank_bug",
+        ranks_before=Y.ranks,
+        ranks_augmented=Y.ranks,
+        ranks_after=Y_new.ranks,
+        clamps={i: [] for i in range(Y.ndim)},
+        tails=(0.0,) * Y.ndim,
+        eta=0.0,
+        threshold=None,
+        proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
+        tangent_grad_norm=tangent,
+        epsilon=epsilon,
+        residual_norm=residual,
+        loss_before=None,
+        loss_after=None,
+        s_step_gradient="reevaluate",
+        timings=timings,
+    )
+    return Y_new, report
+
+
 def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bool = True,
                         name: str | None = None):
     """One fixed-rank BUG step (Ceruti–Lubich; docs/algorithms.md#variants), explicit Euler substeps.
 
-    For every mode ``i`` (from the same ``C0``, ``U^0``): ``K_i^1 = k_step(Y0, i, N_i Q_i, λ)``,
-    ``U_i^1 = orthonormal_basis(K_i^1)`` (``r_i`` columns, QR with ``diag(R) ≥ 0``),
-    ``M_i = U_i^{1T} U_i^0``. Then ``C̃ = C0 ×_i M_i``, ``Ỹ = C̃ ×_i U_i^1`` and the S-step
-    ``C1 = C̃ − λ ∇L(Ỹ) ×_i U_i^{1T}``: its gradient is taken at ``Ỹ ≠ Y0``, so ``grad`` must
-    be a callable ``point -> ndarray | oracle`` (an ndarray or an oracle describes ``∇L(Y0)``
-    only, and using it at ``Ỹ`` would be a different, unanalysed scheme). Ranks do not change.
+    :func:`fixed_rank_projected_point` (for every mode ``i``, from the same ``C0``, ``U^0``:
+    ``K_i^1 = k_step(Y0, i, N_i Q_i, λ)``, ``U_i^1 = orthonormal_basis(K_i^1)``,
+    ``M_i = U_i^{1T} U_i^0``, ``C̃ = C0 ×_i M_i``, ``Ỹ = C̃ ×_i U_i^1``), then
+    :func:`fixed_rank_s_step` ``C1 = C̃ − λ ∇L(Ỹ) ×_i U_i^{1T}``: its gradient is taken at
+    ``Ỹ ≠ Y0``, so ``grad`` must be a callable ``point -> ndarray | oracle`` (an ndarray or an
+    oracle describes ``∇L(Y0)`` only, and using it at ``Ỹ`` would be a different, unanalysed
+    scheme). Ranks do not change.
 
     Returns
     -------
@@ -609,49 +687,14 @@ def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bo
         oracle0 = oracle_at(grad, Y, step)
     with _timed(timings, "loss"):
         loss_before = loss_at(loss, Y)
-
-    U1s = []
-    for i, U in enumerate(Y.factors):
-        with _timed(timings, "gradient"):
-            N = checked_mode_partial(oracle0, Y, i, step)
-        with _timed(timings, "k_parametrization"):
-            Q, _, _ = k_parametrization(Y, i)
-            K1 = k_step(Y, i, k_gradient(N, Q), lr)
-        with _timed(timings, "basis_update"):
-            U1s.append(orthonormal_basis(K1))
-    C_tilde = multi_mode_product(Y.core, [U1.T @ U for U1, U in zip(U1s, Y.factors)])
-
-    with _timed(timings, "gradient"):
-        oracle1 = oracle_at(grad, TuckerTensor(C_tilde, U1s), step)
-        grad_core = checked_core_gradient(oracle1, U1s, step, Y.dtype)
-        grad_core0 = checked_core_gradient(oracle0, U1s, step, Y.dtype) if diagnostics else None
-    with _timed(timings, "galerkin"):
-        Y_new = TuckerTensor(galerkin_step(C_tilde, grad_core, lr), U1s)
-
-    tangent, epsilon, residual = (_diagnostics(Y, oracle0, U1s, timings) if diagnostics
-                                  else (None, None, None))
+    projected = fixed_rank_projected_point(Y, oracle0, lr, name=name, timings=timings, caller="fixed_rank_bug_step")
+    Y_new, report = fixed_rank_s_step(Y, projected, grad, lr, oracle0=oracle0, diagnostics=diagnostics, name=name,
+                                      timings=timings, caller="fixed_rank_bug_step")
     with _timed(timings, "loss"):
-        loss_after = loss_at(loss, Y_new)
-    report = StepReport(
-        variant="fixed_rank_bug",
-        ranks_before=Y.ranks,
-        ranks_augmented=Y.ranks,
-        ranks_after=Y_new.ranks,
-        clamps={i: [] for i in range(Y.ndim)},
-        tails=(0.0,) * Y.ndim,
-        eta=0.0,
-        threshold=None,
-        proj_grad_norm=None if grad_core0 is None else float(np.linalg.norm(grad_core0)),
-        tangent_grad_norm=tangent,
-        epsilon=epsilon,
-        residual_norm=residual,
-        loss_before=loss_before,
-        loss_after=loss_after,
-        s_step_gradient="reevaluate",
-        timings=timings,
-    )
+        report.loss_before, report.loss_after = loss_before, loss_at(loss, Y_new)
     return Y_new, report
 
 
 __all__ = ["S_STEP_GRADIENTS", "VARIANTS", "AugmentedPoint", "StepReport", "augment", "augmented_bases",
-           "cycle_report", "fixed_rank_bug_step", "galerkin_gradient", "s_step", "tdlrt_cycle", "tdlrt_step", "truncate_cycle"]
+           "cycle_report", "fixed_rank_bug_step", "fixed_rank_projected_point", "fixed_rank_s_step",
+           "galerkin_gradient", "s_step", "tdlrt_cycle", "tdlrt_step", "truncate_cycle"]

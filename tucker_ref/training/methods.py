@@ -57,7 +57,8 @@ import math
 import numpy as np
 
 from ..integrators.optim import OPTIMIZERS, HeavyBall, clip_factor
-from ..integrators.steps import augment, cycle_report, fixed_rank_bug_step, galerkin_gradient, s_step, truncate_cycle
+from ..integrators.steps import (augment, cycle_report, fixed_rank_bug_step, fixed_rank_projected_point,
+                                 fixed_rank_s_step, galerkin_gradient, s_step, truncate_cycle)
 from ..tucker import TuckerTensor
 from .config import VARIANTS
 
@@ -329,25 +330,15 @@ class TDLRTUpdate(UpdateRule):
             self.layer_optimizers[name] = optimizer
 
 
-class _DeferredGradient(Exception):
-    """Raised by the first-phase gradient callable of :class:`FixedRankUpdate` with the point ``Ỹ``."""
-
-    def __init__(self, point):
-        super().__init__("S-step gradient deferred to the joint point")
-        self.point = point
-
-
 class FixedRankUpdate(UpdateRule):
     """Fixed-rank BUG on the whole parameter vector: every S-step at the joint point (2 passes).
 
-    Phase 1 (first pass, already run by the trainer): each factorized layer's
-    :func:`~tucker_ref.integrators.steps.fixed_rank_bug_step` runs up to its S-step, which
-    asks for ``∇L(Ỹ)``; the gradient callable records ``Ỹ`` and stops the step there. Every
-    layer is then set to its ``Ỹ`` (biases and fc2 stay at ``Θ0``, their ``Ỹ``), ``regrad()``
-    runs the second pass, and phase 2 repeats each layer's step, the callable now returning
-    that layer's oracle at the joint point ``Θ̃`` (the K-steps are recomputed from the same
-    inputs, so the step reaches the same ``Ỹ``: checked). The dense parameters take the SGD
-    step with their gradient at ``Θ̃``.
+    From the first pass (run by the trainer) every factorized layer computes its projected
+    point ``Ỹ`` (:func:`~tucker_ref.integrators.steps.fixed_rank_projected_point`). Every layer
+    is then set to its ``Ỹ`` at once (biases and fc2 stay at ``Θ0``, their ``Ỹ``), ``regrad()``
+    runs the second pass, and each layer takes
+    :func:`~tucker_ref.integrators.steps.fixed_rank_s_step` with its oracle at the joint point
+    ``Θ̃``. The dense parameters take the SGD step with their gradient at ``Θ̃``.
     """
 
     def gradient_keys(self, model, grads) -> list[str]:
@@ -357,19 +348,8 @@ class FixedRankUpdate(UpdateRule):
         layers = model.tucker_layers()
         starts = {name: layer.weight for name, layer in layers.items()}
         oracles0 = {name: layer.gradient_oracle() for name, layer in layers.items()}
-        projected = {}
-        for name, Y0 in starts.items():
-            def first(point, Y0=Y0, oracle0=oracles0[name]):
-                if point is Y0:
-                    return oracle0
-                raise _DeferredGradient(point)
-
-            try:
-                fixed_rank_bug_step(Y0, first, lr, diagnostics=False, name=name)
-            except _DeferredGradient as deferred:
-                projected[name] = deferred.point
-            else:  # pragma: no cover - fixed_rank_bug_step always asks for the S-step gradient
-                raise RuntimeError(f"{name}: fixed_rank_bug_step took no S-step gradient")
+        projected = {name: fixed_rank_projected_point(Y0, oracles0[name], lr, name=name, caller="fixed_rank_bug_step")
+                     for name, Y0 in starts.items()}
         try:
             for name, layer in layers.items():
                 layer.weight = projected[name]
@@ -379,26 +359,14 @@ class FixedRankUpdate(UpdateRule):
         finally:
             for name, layer in layers.items():
                 layer.weight = starts[name]
-        results = {}
-        for name, Y0 in starts.items():
-            def second(point, Y0=Y0, oracle0=oracles0[name], name=name):
-                if point is Y0:
-                    return oracle0
-                if not _same_tucker(point, projected[name]):
-                    raise RuntimeError(f"{name}: the repeated step reached another projected point")
-                return joint[name]
-
-            results[name] = fixed_rank_bug_step(Y0, second, lr, diagnostics=self.config.diagnostics, name=name)
+        results = {name: fixed_rank_s_step(Y0, projected[name], joint[name], lr, oracle0=oracles0[name],
+                                           diagnostics=self.config.diagnostics, name=name,
+                                           caller="fixed_rank_bug_step")
+                   for name, Y0 in starts.items()}
         for name, (Y, _) in results.items():
             layers[name].weight = Y
         self._dense_update(model, grads, self.gradient_keys(model, grads), lr)
         return {name: report.to_dict() for name, (_, report) in results.items()}
-
-
-def _same_tucker(a: TuckerTensor, b: TuckerTensor) -> bool:
-    """Core and factors equal entry by entry."""
-    return (np.array_equal(a.core, b.core) and len(a.factors) == len(b.factors)
-            and all(np.array_equal(u, v) for u, v in zip(a.factors, b.factors)))
 
 
 class FixedRankLayerwiseUpdate(_LayerwiseUpdate):
