@@ -7,6 +7,7 @@ wrong computation would fail here even though ``check`` (which recomputes with t
 would pass.
 """
 
+import dataclasses
 import io
 import json
 import shutil
@@ -14,10 +15,12 @@ import shutil
 import numpy as np
 import pytest
 
-from tucker_ref import __version__, golden
+from tucker_ref import __version__, golden, truncation
 from tucker_ref.cli import main
 from tucker_ref.golden import (SCHEMA_VERSION, CaseResult, GoldenError, Tolerance, case_names, check_golden,
                                compare_case, default_golden_dir, load_case, load_manifest, write_golden)
+from tucker_ref.golden import cases, wellposed
+from tucker_ref.golden.files import file_sha256
 from tucker_ref.nn.functional import conv2d, conv2d_weight_backward
 from tucker_ref.tucker import fold, multi_mode_product, unfold
 
@@ -64,7 +67,7 @@ def update_sha(directory, name):
     manifest = json.loads(manifest_path.read_text())
     for case in manifest["cases"]:
         if case["name"] == name:
-            case["sha256"] = golden._sha256(directory / case["file"])
+            case["sha256"] = file_sha256(directory / case["file"])
     manifest_path.write_text(json.dumps(manifest))
 
 
@@ -396,12 +399,24 @@ def test_unfold_cases_follow_the_c_order_convention(name):
 
 def test_write_refuses_cases_that_are_not_well_posed(tmp_path, monkeypatch):
     # With a core-conditioning bound no Gaussian core meets, every case with a core is refused.
-    monkeypatch.setattr(golden, "MAX_CORE_CONDITION", 1.0)
+    monkeypatch.setattr(wellposed, "MAX_CORE_CONDITION", 1.0)
     with pytest.raises(GoldenError, match="condition number"):
         write_golden(tmp_path / "a")
     out, err = io.StringIO(), io.StringIO()
     assert golden.run_command("write", tmp_path / "b", out=out, err=err) == 1
     assert "MAX_CORE_CONDITION" in err.getvalue() and out.getvalue() == ""  # errors go to stderr
+
+
+def test_hosvd_decisions_use_the_thresholds_truncation_reports(monkeypatch):
+    """The decision check takes each mode's bound from hosvd's report, not from a copy of the
+    rule: a bound moved next to the dropped tails makes both HOSVD cases ill posed."""
+    def moved_bounds(*args, **kwargs):
+        T, rep = truncation.hosvd(*args, **kwargs)
+        return T, dataclasses.replace(rep, mode_thresholds=tuple(1.1 * t for t in rep.tails))
+    monkeypatch.setattr(cases, "hosvd", moved_bounds)
+    bad = failed(check_golden())
+    assert set(bad) == {"hosvd_tol_3way", "sthosvd_tol_4way"}
+    assert all("not robust" in r.problems[0] for r in bad.values())
 
 
 # ---------------------------------------------------------------------------------------

@@ -183,6 +183,10 @@ class TruncationReport:
         :func:`~tucker_ref.integrators.substeps.truncate_step` adds ``"fixed"`` for a
         non-adaptive mode truncated back to its rank with a tail above ``ϑ``. A tail exceeds
         ``ϑ`` only under ``"rmax"`` or ``"fixed"``.
+    mode_thresholds : tuple of (float or None)
+        Per mode, the bound ``tail ≤ ·`` the rank rule applied: ``ϑ/√d`` (HOSVD), the remaining
+        budget's share (ST-HOSVD), ``ϑ`` (:func:`truncate`), ``0`` without a tolerance (every
+        nonzero singular value kept); ``None`` where the rank was given, not chosen.
     """
 
     ranks: tuple
@@ -193,6 +197,7 @@ class TruncationReport:
     threshold: float | None = None
     rule: str = ""
     clamps: dict = field(default_factory=dict)
+    mode_thresholds: tuple = ()
 
 
 def _parse_tol(tol, ranks):
@@ -284,12 +289,13 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
         threshold = tol * norm_x if relative else tol
         _warn_if_unreachable(threshold, norm_x, X.dtype)
 
-    factors, svals, tails = [], [], []
+    factors, svals, tails, shares = [], [], [], []
     work = X
     spent_sq = 0.0
     for i in range(d):
         P, s = left_singular(unfold(work if sequential else X, i))
         t = tail_norms(s)
+        share = None
         if ranks is not None:
             r = ranks[i]
         elif threshold is not None:
@@ -297,7 +303,9 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
                 max(threshold**2 - spent_sq, 0.0) / (d - i))
             r = rank_for_tolerance(s, share)
         else:
-            r = rank_for_tolerance(s, 0.0)
+            share = 0.0
+            r = rank_for_tolerance(s, share)
+        shares.append(share)
         r = max(r, 1)  # a zero tensor still gets a (zero) rank-1 representation
         factors.append(np.ascontiguousarray(P[:, :r]))
         svals.append(s)
@@ -322,6 +330,7 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
         threshold=threshold,
         rule=rule,
         clamps=clamps,
+        mode_thresholds=tuple(shares),
     )
     return T, report
 
@@ -383,10 +392,11 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     C = T.core
     norm_c = float(np.linalg.norm(C))
     threshold = (tol if tol is not None else 0.0) * (norm_c if relative else 1.0)
-    keep, svals, tails, clamps, requested = [], [], [], {}, []
+    keep, svals, tails, clamps, requested, bounds = [], [], [], {}, [], []
     for i, (P, s) in enumerate(unfolding_svds(C)):
         r_hat, n_i = C.shape[i], T.shape[i]
         clamps[i] = []
+        bounds.append(None)
         if i not in modes_set:
             r = r_hat
         elif ranks is not None and ranks[i] is not None:
@@ -395,6 +405,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
                 raise ValueError(f"ranks[{i}] = {r} must be in [1, {r_hat}] (the current rank of mode {i})")
         else:
             r = rank_for_tolerance(s, threshold)
+            bounds[i] = threshold
             lo = min(rmin_l[i], r_hat, n_i)
             hi = r_hat if rmax_l[i] is None else min(rmax_l[i], r_hat)
             if r < lo:
@@ -431,6 +442,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         threshold=threshold if (tol is not None or ranks is None) else None,
         rule="per-mode tail <= theta" if ranks is None or any(r is None for r in ranks) else "ranks",
         clamps=clamps,
+        mode_thresholds=tuple(bounds),
     )
     return out, report
 
