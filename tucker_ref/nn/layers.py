@@ -347,8 +347,8 @@ class TuckerConv2d(FactorizedModule):
 class LowRankLinear(FactorizedModule):
     """Dense layer with weight ``U S V^T`` (a TuckerTensor of order 2, shape ``(out, in)``).
 
-    ``backward`` starts from the :class:`~tucker_ref.nn.tucker_functional.LowRankLinearCache` of
-    ``forward``, which recomputes ``x V`` (``2·N·in·r_in`` flops) rather than keeping it.
+    ``forward`` keeps a :class:`~tucker_ref.nn.tucker_functional.LowRankLinearCache` (input and
+    weight); ``backward`` recomputes ``x V`` from it (``2·N·in·r_in`` flops) rather than keeping it.
     :meth:`gradient_oracle` returns a :class:`~tucker_ref.nn.tucker_functional.LowRankLinearGradient`.
     """
 
