@@ -30,6 +30,8 @@ OUTPUT = ROOT / "docs" / "api.md"
 PACKAGE = "tucker_ref"
 EXCLUDED = {f"{PACKAGE}.cli"}
 MAX_VALUE_REPR = 60
+#: Renamed modules, old name -> new name; their public names stay importable from the packages.
+MOVED = {f"{PACKAGE}.nn.tucker_layers": f"{PACKAGE}.nn.tucker_functional"}
 
 HEADER = f"""# API reference
 
@@ -211,6 +213,9 @@ def render() -> str:
     modules = public_modules()
     documented = set(modules)
     out = [HEADER, "Modules: " + ", ".join(f"[`{m}`](#{m.replace('.', '')})" for m in modules), ""]
+    if MOVED:
+        out += ["Moved modules (every public name is still re-exported by its package, as listed below): "
+                + ", ".join(f"`{old}` → [`{new}`](#{new.replace('.', '')})" for old, new in MOVED.items()) + ".", ""]
     out += _cli_section()
     for name in modules:
         module = importlib.import_module(name)

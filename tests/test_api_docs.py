@@ -20,7 +20,7 @@ API_MD = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 # The modules the API page must cover at least; new modules are found by walking the package.
 REQUIRED = {
     "tucker_ref", "tucker_ref.tucker", "tucker_ref.truncation", "tucker_ref.manifold", "tucker_ref.nn",
-    "tucker_ref.nn.functional", "tucker_ref.nn.layers", "tucker_ref.nn.models", "tucker_ref.nn.tucker_layers",
+    "tucker_ref.nn.functional", "tucker_ref.nn.layers", "tucker_ref.nn.models", "tucker_ref.nn.tucker_functional",
     "tucker_ref.integrators", "tucker_ref.integrators.substeps", "tucker_ref.integrators.steps",
     "tucker_ref.integrators.oracle", "tucker_ref.integrators.optim", "tucker_ref.integrators.baselines",
     "tucker_ref.data", "tucker_ref.training", "tucker_ref.golden", "tucker_ref.testing",

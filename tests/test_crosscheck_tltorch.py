@@ -11,7 +11,7 @@ from hypothesis import given
 
 from test_nn_tucker import EXACT, conv_cases, rel
 from tucker_ref import TuckerTensor
-from tucker_ref.nn.tucker_layers import tucker_conv2d, tucker_conv2d_backward
+from tucker_ref.nn.tucker_functional import tucker_conv2d, tucker_conv2d_backward
 
 pytestmark = pytest.mark.crosscheck
 

@@ -22,7 +22,7 @@ from tucker_ref.nn.layers import (
     TuckerConv2d,
 )
 from tucker_ref.nn.models import LENET5_WEIGHT_SHAPES, lenet5, pytorch_default_init
-from tucker_ref.nn.tucker_layers import (
+from tucker_ref.nn.tucker_functional import (
     LowRankLinearGradient,
     TuckerConvGradient,
     low_rank_linear_backward,

@@ -12,13 +12,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tucker_ref.nn.functional import conv2d, conv2d_backward, linear, linear_backward
-from tucker_ref.nn.tucker_layers import (
+from tucker_ref.nn.tucker_functional import (
     LowRankLinearGradient,
     TuckerConvGradient,
+    check_tucker_weight,
     low_rank_linear,
     low_rank_linear_backward,
+    low_rank_linear_backward_from_cache,
+    low_rank_linear_forward,
     tucker_conv2d,
     tucker_conv2d_backward,
+    tucker_conv2d_forward,
+    tucker_conv2d_input_backward,
+    tucker_conv2d_parameter_backward,
 )
 from tucker_ref.truncation import feasible_ranks
 from tucker_ref.tucker import TuckerTensor, multi_mode_product, unfold
@@ -135,6 +141,34 @@ def test_tucker_conv_backward_equals_chain_rule_of_dense_backward(case):
     no_dx = tucker_conv2d_backward(dy, x, T, need_dx=False, **geo)
     assert no_dx[0] is None
     assert rel(no_dx[1], dcore) == 0.0
+
+
+def assert_same_gradients(got, want):
+    """Equal tuples ``(…, dcore, dfactors, db)``-like: arrays, lists of arrays or None, entry by entry."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+        elif isinstance(w, list):
+            assert len(g) == len(w) and all(np.array_equal(a, b) for a, b in zip(g, w))
+        else:
+            np.testing.assert_array_equal(g, w)
+
+
+@given(conv_cases(), st.booleans())
+def test_tucker_conv_cache_kernels_equal_the_plain_kernels(case, need_dx):
+    """The cache-taking kernels run the same arithmetic as tucker_conv2d(_backward): equal bit for bit."""
+    T, x, b, dy, geo = case["T"], case["x"], case["b"], case["dy"], case["geo"]
+    y, cache = tucker_conv2d_forward(x, T, b, **geo)
+    np.testing.assert_array_equal(y, tucker_conv2d(x, T, b, **geo))
+    dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T, need_dx=need_dx, **geo)
+    # Without the input pass, the parameter backward computes dv and dz itself (the plain kernel's path).
+    assert_same_gradients(tucker_conv2d_parameter_backward(dy, cache), (dcore, dfactors, db))
+    through_input = tucker_conv2d_input_backward(dy, cache)
+    if need_dx:
+        np.testing.assert_array_equal(through_input.dx, dx)
+    # With it, dK is the weight backward alone: the same GEMM on the same operands.
+    assert_same_gradients(tucker_conv2d_parameter_backward(dy, cache, through_input), (dcore, dfactors, db))
 
 
 def assert_directional(f, f_abs, point, grad, delta):
@@ -263,6 +297,11 @@ def test_low_rank_linear_forward_and_backward_equal_dense(case):
     for got, want in zip(dfactors, dfactors_ref):
         assert rel(got, want) <= EXACT
     assert low_rank_linear_backward(dy, x, T, need_dx=False)[0] is None
+    y, cache = low_rank_linear_forward(x, T, b)
+    np.testing.assert_array_equal(y, low_rank_linear(x, T, b))
+    for need_dx in (True, False):
+        assert_same_gradients(low_rank_linear_backward_from_cache(dy, cache, need_dx),
+                              low_rank_linear_backward(dy, x, T, need_dx))
 
 
 @given(linear_cases())
@@ -378,3 +417,17 @@ def test_bad_input_names_the_argument():
         low_rank_linear_backward(np.ones((3, 5)), np.ones((2, 3)), L)
     with pytest.raises(ValueError, match="T must have shape"):
         LowRankLinearGradient(np.ones((2, 3)), np.ones((2, 4)), L)
+    _, cache = tucker_conv2d_forward(x, T)
+    with pytest.raises(TypeError, match="cache must be the TuckerConvCache"):
+        tucker_conv2d_input_backward(dy, (x, T))
+    with pytest.raises(ValueError, match="dy must have"):
+        tucker_conv2d_parameter_backward(dy[:, :, :3], cache)
+    with pytest.raises(TypeError, match="through_input must be the TuckerConvInputBackward"):
+        tucker_conv2d_parameter_backward(dy, cache, (None, dy, x))
+    _, linear_cache = low_rank_linear_forward(np.ones((2, 3)), L)
+    with pytest.raises(TypeError, match="cache must be the LowRankLinearCache"):
+        low_rank_linear_backward_from_cache(np.ones((2, 5)), (np.ones((2, 3)), L))
+    with pytest.raises(ValueError, match="dy must have the batch size"):
+        low_rank_linear_backward_from_cache(np.ones((3, 5)), linear_cache)
+    with pytest.raises(ValueError, match="weight must be a 2-way TuckerTensor"):
+        check_tucker_weight(T, 2, "weight")

@@ -233,22 +233,22 @@ class KroneckerSumQuadratic(Problem):
         self.shape = tuple(Hi.shape[0] for Hi in self.H)
         d = len(self.H)
         self.D = sum(lam.reshape([-1 if j == i else 1 for j in range(d)]) for i, lam in enumerate(self.eigenvalues))
-        self.B = np.zeros(self.shape) if B is None else self._dense(B, "B")
+        self.B = np.zeros(self.shape) if B is None else self.as_dense(B, "B")
         self.smoothness = float(self.D.max())
         self.smoothness_is_exact = True
         self.convex = True
 
     def loss(self, W) -> float:
-        W = self._dense(W)
+        W = self.as_dense(W)
         return float(0.5 * np.vdot(W, kronecker_sum(W, self.H)) - np.vdot(self.B, W))
 
     def gradient(self, W) -> np.ndarray:
-        W = self._dense(W)
+        W = self.as_dense(W)
         return kronecker_sum(W, self.H) - self.B
 
     def flow(self, W0, t: float) -> np.ndarray:
         """Exact solution ``W(t)`` of ``Ẇ = −∇L(W)``, ``W(0) = W0`` (dense or Tucker)."""
-        W0 = self._dense(W0, "W0")
+        W0 = self.as_dense(W0, "W0")
         if not (math.isfinite(t) and t >= 0):
             raise ValueError(f"t must be a finite time >= 0, got {t!r}")
         Wt = multi_mode_product(W0, self.V, transpose=True)
@@ -340,7 +340,7 @@ def run_steps(step, Y0, K: int, *, keep_path: bool = False):
 
 def sgd_path(problem, W0, lr: float, K: int) -> list:
     """Full SGD iterates ``W_{k+1} = W_k − λ∇L(W_k)`` (``baselines.full_sgd_step``), ``[W_0, …, W_K]``."""
-    W = problem._dense(W0, "W0")
+    W = problem.as_dense(W0, "W0")
     path = [W]
     for _ in range(check_positive_int(K, "K")):
         W, _ = full_sgd_step(W, problem.gradient(W), lr)

@@ -28,7 +28,7 @@ from ..integrators.steps import tdlrt_step
 from ..integrators.substeps import augment_basis, galerkin_step, k_gradient, k_parametrization
 from ..manifold import normal_component_norm, tangent_projection, tangent_vector
 from ..nn.functional import conv2d, conv2d_backward
-from ..nn.tucker_layers import TuckerConvGradient, tucker_conv2d, tucker_conv2d_backward
+from ..nn.tucker_functional import TuckerConvGradient, tucker_conv2d, tucker_conv2d_backward
 from ..truncation import hosvd, tail_norms
 from ..tucker import TuckerTensor, fold, mode_product, multi_mode_product, random_orthonormal, unfold
 from .compare import RTOL_ALGEBRA, RTOL_SPECTRAL, Tolerance

@@ -36,6 +36,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .._checks import as_float_array
 
 __all__ = [
+    "ConvGeometry",
+    "conv_geometry",
     "conv2d",
     "conv2d_backward",
     "conv2d_input_backward",
@@ -81,8 +83,11 @@ def _pair(value, name: str, *, minimum: int) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-class _ConvGeometry(NamedTuple):
-    """Everything the conv kernels need about one (input shape, kernel, stride, ...) case."""
+class ConvGeometry(NamedTuple):
+    """Everything the conv and pooling kernels need about one (input shape, kernel, stride, ...) case.
+
+    Built and validated by :func:`conv_geometry`; every pair is ``(height, width)``.
+    """
 
     x_shape: tuple[int, int, int, int]  # (N, C_in, H, W)
     kernel: tuple[int, int]  # (kh, kw)
@@ -93,14 +98,18 @@ class _ConvGeometry(NamedTuple):
 
     @property
     def padded(self) -> tuple[int, int]:
+        """``(H + 2 p_h, W + 2 p_w)``: the size of the zero-padded input."""
         return tuple(n + 2 * p for n, p in zip(self.x_shape[2:], self.padding))
 
 
-def _conv_geometry(x_shape, kernel_size, stride, padding, dilation, kernel_name="kernel_size") -> _ConvGeometry:
-    """Validate the conv arguments and compute the output size.
+def conv_geometry(x_shape, kernel_size, stride, padding, dilation, kernel_name="kernel_size") -> ConvGeometry:
+    """Validate the conv arguments and compute the output size, as a :class:`ConvGeometry`.
 
     ``H_out = floor((H + 2 p - d (k - 1) - 1) / s) + 1`` per spatial axis (PyTorch's rule);
     the dilated kernel extent ``d (k - 1) + 1`` must fit in the padded input ``H + 2 p``.
+    ``x_shape`` is ``(N, C_in, H, W)``; ``kernel_size``, ``stride``, ``padding`` and
+    ``dilation`` are ints or pairs as in :func:`conv2d`; ``kernel_name`` is what error
+    messages call the kernel size.
     """
     stride = _pair(stride, "stride", minimum=1)
     padding = _pair(padding, "padding", minimum=0)
@@ -118,10 +127,10 @@ def _conv_geometry(x_shape, kernel_size, stride, padding, dilation, kernel_name=
                 f"dilation {dilation}, padding {padding}); expected d*(k-1)+1 <= size + 2*padding"
             )
         out.append((n + 2 * p - extent) // s + 1)
-    return _ConvGeometry(tuple(int(n) for n in x_shape), kernel, stride, padding, dilation, tuple(out))
+    return ConvGeometry(tuple(int(n) for n in x_shape), kernel, stride, padding, dilation, tuple(out))
 
 
-def _check_dy(dy, geo: _ConvGeometry, c_out: int) -> None:
+def _check_dy(dy, geo: ConvGeometry, c_out: int) -> None:
     expected = (geo.x_shape[0], c_out) + geo.out
     if dy.shape != expected:
         raise ValueError(
@@ -147,7 +156,7 @@ def _batch_last(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a.transpose(1, 2, 3, 0))
 
 
-def _offset_slices(geo: _ConvGeometry, i: int, j: int) -> tuple[slice, slice]:
+def _offset_slices(geo: ConvGeometry, i: int, j: int) -> tuple[slice, slice]:
     """Rows and columns of the padded input that kernel tap ``(i, j)`` reads for every output pixel."""
     (sh, sw), (dh, dw), (ho, wo) = geo.stride, geo.dilation, geo.out
     return (
@@ -156,7 +165,7 @@ def _offset_slices(geo: _ConvGeometry, i: int, j: int) -> tuple[slice, slice]:
     )
 
 
-def _im2col(x: np.ndarray, geo: _ConvGeometry) -> np.ndarray:
+def _im2col(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Contiguous im2col matrix of shape ``(C_in kh kw, H_out W_out N)``.
 
     Row ``(c, i, j)``, column ``(p, q, n)`` holds ``x_pad[n, c, s_h p + d_h i, s_w q + d_w j]``.
@@ -181,7 +190,7 @@ def _im2col(x: np.ndarray, geo: _ConvGeometry) -> np.ndarray:
     return cols.reshape(c * kh * kw, ho * wo * n)
 
 
-def _col2im(cols: np.ndarray, geo: _ConvGeometry) -> np.ndarray:
+def _col2im(cols: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     """Adjoint of :func:`_im2col`: scatter-add ``(C_in kh kw, H_out W_out N)`` back to ``(N, C_in, H, W)``.
 
     One strided slice-add per kernel tap (kh kw of them); within one tap the strided
@@ -207,12 +216,12 @@ def _dy_matrix(dy: np.ndarray) -> np.ndarray:
     return _batch_last(dy).reshape(dy.shape[1], -1)
 
 
-def _input_grad(dy_mat: np.ndarray, w: np.ndarray, geo: _ConvGeometry) -> np.ndarray:
+def _input_grad(dy_mat: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     # d cols = W_mat^T dY_mat (one GEMM), then col2im.
     return _col2im(w.reshape(w.shape[0], -1).T @ dy_mat, geo)
 
 
-def _weight_grad(dy_mat: np.ndarray, x: np.ndarray, geo: _ConvGeometry, c_out: int) -> np.ndarray:
+def _weight_grad(dy_mat: np.ndarray, x: np.ndarray, geo: ConvGeometry, c_out: int) -> np.ndarray:
     # dW_mat^T = cols dY_mat^T (one GEMM; transposes are BLAS flags, not copies). This
     # orientation ran ~20% faster than dY_mat cols^T in float32 with OpenBLAS on the LeNet
     # shapes (long inner dimension H_out W_out N); the final reshape copies only dW.
@@ -256,7 +265,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
         arrays.append(b)
     dtype = np.result_type(*arrays)
     _check_channels(x.shape[1], w.shape, "x")
-    geo = _conv_geometry(x.shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
+    geo = conv_geometry(x.shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
     c_out = w.shape[0]
     y = w.reshape(c_out, -1).astype(dtype, copy=False) @ _im2col(x.astype(dtype, copy=False), geo)
     if b is not None:
@@ -294,7 +303,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, need_dx=True):
     x = as_float_array(x, "x", ndim=4)
     w = as_float_array(w, "w", ndim=4)
     _check_channels(x.shape[1], w.shape, "x")
-    geo = _conv_geometry(x.shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
+    geo = conv_geometry(x.shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
     _check_dy(dy, geo, w.shape[0])
     dtype = np.result_type(dy, x, w)
     dy_mat = _dy_matrix(dy.astype(dtype, copy=False))
@@ -324,7 +333,7 @@ def conv2d_input_backward(dy, w, x_shape, *, stride=1, padding=0, dilation=1) ->
     w = as_float_array(w, "w", ndim=4)
     x_shape = _shape4(x_shape)
     _check_channels(x_shape[1], w.shape, "x_shape")
-    geo = _conv_geometry(x_shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
+    geo = conv_geometry(x_shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
     _check_dy(dy, geo, w.shape[0])
     dtype = np.result_type(dy, w)
     return _input_grad(_dy_matrix(dy.astype(dtype, copy=False)), w.astype(dtype, copy=False), geo)
@@ -349,7 +358,7 @@ def conv2d_weight_backward(dy, x, kernel_size, *, stride=1, padding=0, dilation=
     """
     dy = as_float_array(dy, "dy", ndim=4)
     x = as_float_array(x, "x", ndim=4)
-    geo = _conv_geometry(x.shape, kernel_size, stride, padding, dilation)
+    geo = conv_geometry(x.shape, kernel_size, stride, padding, dilation)
     _check_dy(dy, geo, dy.shape[1])
     dtype = np.result_type(dy, x)
     return _weight_grad(_dy_matrix(dy.astype(dtype, copy=False)), x.astype(dtype, copy=False), geo, dy.shape[1])
@@ -490,7 +499,7 @@ def max_pool2d(x, kernel_size=2, stride=None, padding=0):
         raise ValueError(f"padding must be 0: max_pool2d supports no padding, got {padding!r}")
     kernel = _pair(kernel_size, "kernel_size", minimum=1)
     stride = kernel if stride is None else _pair(stride, "stride", minimum=1)
-    geo = _conv_geometry(x.shape, kernel, stride, 0, 1)
+    geo = conv_geometry(x.shape, kernel, stride, 0, 1)
     # Masked NumPy operations (``where=``, ``np.where``) run several times slower than
     # plain arithmetic, so the argmax is updated arithmetically: reset it where a later
     # tap is strictly larger, then add that tap's index there.
@@ -526,7 +535,7 @@ def max_pool2d_backward(dy, cache: MaxPoolCache) -> np.ndarray:
     dy = as_float_array(dy, "dy", ndim=4)
     if dy.shape != cache.argmax.shape:
         raise ValueError(f"dy must have the pooled shape (N, C, H_out, W_out) = {cache.argmax.shape}, got {dy.shape}")
-    geo = _conv_geometry(cache.x.shape, cache.kernel, cache.stride, 0, 1)
+    geo = conv_geometry(cache.x.shape, cache.kernel, cache.stride, 0, 1)
     if _memory_order(dy) != _memory_order(cache.argmax):
         # one reordering copy, so that the k*k passes below run in a single memory order
         reordered = np.empty_like(cache.argmax, dtype=dy.dtype)

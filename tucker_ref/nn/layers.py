@@ -40,16 +40,15 @@ from .functional import (
     relu,
     relu_backward,
 )
-from .tucker_layers import (
+from .tucker_functional import (
     LowRankLinearGradient,
     TuckerConvGradient,
-    _channel_matmul,
-    _check_tucker,
-    _tucker_conv2d_backward_parts,
-    _tucker_conv2d_dv_dz,
-    _tucker_conv2d_parts,
-    low_rank_linear,
-    low_rank_linear_backward,
+    check_tucker_weight,
+    low_rank_linear_backward_from_cache,
+    low_rank_linear_forward,
+    tucker_conv2d_forward,
+    tucker_conv2d_input_backward,
+    tucker_conv2d_parameter_backward,
 )
 
 __all__ = [
@@ -252,7 +251,7 @@ class FactorizedModule(_ParametrizedModule):
     _order = 0  # TuckerTensor order, set by each subclass
 
     def __init__(self, weight, bias=None):
-        weight = _check_tucker(weight, self._order, "weight")
+        weight = check_tucker_weight(weight, self._order, "weight")
         super().__init__(bias, weight.shape[0], weight.dtype)
         self._weight = weight
         self._dy = None
@@ -263,7 +262,7 @@ class FactorizedModule(_ParametrizedModule):
 
     @weight.setter
     def weight(self, T):
-        T = _check_tucker(T, self._order, "weight")
+        T = check_tucker_weight(T, self._order, "weight")
         if T.shape != self._weight.shape:
             raise ValueError(f"weight must keep the shape {self._weight.shape}, got {T.shape}")
         if T.dtype != self.dtype:
@@ -296,14 +295,15 @@ class FactorizedModule(_ParametrizedModule):
         """The gradient oracle (docs/algorithms.md §0) of the last forward/backward pass at the current ``weight``."""
         if self._dy is None:
             raise RuntimeError(f"{type(self).__name__}.gradient_oracle needs a forward and a backward pass first")
-        return self._make_oracle(self._cache[0], self._dy)
+        # Both kernel caches (TuckerConvCache, LowRankLinearCache) keep the forward input as .x.
+        return self._make_oracle(self._cache[0].x, self._dy)
 
     def _make_oracle(self, x, dy):
         raise NotImplementedError
 
 
 class TuckerConv2d(FactorizedModule):
-    """Conv layer with a Tucker kernel (see :func:`tucker_ref.nn.tucker_layers.tucker_conv2d`).
+    """Conv layer with a Tucker kernel (see :func:`tucker_ref.nn.tucker_functional.tucker_conv2d`).
 
     Parameters
     ----------
@@ -311,9 +311,10 @@ class TuckerConv2d(FactorizedModule):
     bias : ndarray, shape ``(out,)``, optional
     stride, padding, dilation : int or pair of int
 
-    ``forward`` caches the intermediates ``U_in^T x``, ``C ×_3 U_h ×_4 U_w`` and the middle conv
-    output, so ``backward`` does not recompute the forward. :meth:`gradient_oracle` returns a
-    :class:`~tucker_ref.nn.tucker_layers.TuckerConvGradient`.
+    ``forward`` keeps the :class:`~tucker_ref.nn.tucker_functional.TuckerConvCache` (the
+    intermediates ``U_in^T x``, ``C ×_3 U_h ×_4 U_w`` and the middle conv output), so
+    ``backward`` does not recompute the forward. :meth:`gradient_oracle` returns a
+    :class:`~tucker_ref.nn.tucker_functional.TuckerConvGradient`.
     """
 
     _order = 4
@@ -324,22 +325,19 @@ class TuckerConv2d(FactorizedModule):
 
     def forward(self, x):
         x = self._input(x, 4, "(N, C_in, H, W)")
-        y, z, K, v = _tucker_conv2d_parts(x, self._weight, self.bias, self.stride, self.padding, self.dilation)
-        self._cache = (x, y.shape, z, K, v)
+        y, cache = tucker_conv2d_forward(x, self._weight, self.bias, stride=self.stride, padding=self.padding,
+                                         dilation=self.dilation)
+        self._cache = (cache, y.shape)
         self._dy = None
         return y
 
     def backward(self, dy, need_dx=True):
-        x, shape, z, K, v = self._cached()
+        cache, shape = self._cached()
         dy = self._check_dy(dy, shape)
-        T, geometry = self._weight, (self.stride, self.padding, self.dilation)
-        dv_dz = _tucker_conv2d_dv_dz(dy, T, K, z.shape, *geometry) if need_dx else None
-
-        def euclidean():
-            return _tucker_conv2d_backward_parts(dy, x, T, z, K, v, *geometry, False, dv_dz=dv_dz)[1:3]
-
-        self._store_grads(dy, dy.sum(axis=(0, 2, 3)), euclidean)
-        return None if dv_dz is None else _channel_matmul(T.factors[1], dv_dz[1])
+        through_input = tucker_conv2d_input_backward(dy, cache) if need_dx else None
+        self._store_grads(dy, dy.sum(axis=(0, 2, 3)),
+                          lambda: tucker_conv2d_parameter_backward(dy, cache, through_input)[:2])
+        return None if through_input is None else through_input.dx
 
     def _make_oracle(self, x, dy):
         return TuckerConvGradient(x, dy, self._weight, stride=self.stride, padding=self.padding,
@@ -349,24 +347,25 @@ class TuckerConv2d(FactorizedModule):
 class LowRankLinear(FactorizedModule):
     """Dense layer with weight ``U S V^T`` (a TuckerTensor of order 2, shape ``(out, in)``).
 
-    ``backward`` recomputes ``x V`` (``2·N·in·r_in`` flops) rather than caching it.
-    :meth:`gradient_oracle` returns a :class:`~tucker_ref.nn.tucker_layers.LowRankLinearGradient`.
+    ``forward`` keeps a :class:`~tucker_ref.nn.tucker_functional.LowRankLinearCache` (input and
+    weight); ``backward`` recomputes ``x V`` from it (``2·N·in·r_in`` flops) rather than keeping it.
+    :meth:`gradient_oracle` returns a :class:`~tucker_ref.nn.tucker_functional.LowRankLinearGradient`.
     """
 
     _order = 2
 
     def forward(self, x):
         x = self._input(x, 2, "(N, in_features)")
-        y = low_rank_linear(x, self._weight, self.bias)
-        self._cache = (x, y.shape)
+        y, cache = low_rank_linear_forward(x, self._weight, self.bias)
+        self._cache = (cache, y.shape)
         self._dy = None
         return y
 
     def backward(self, dy, need_dx=True):
-        x, shape = self._cached()[:2]
+        cache, shape = self._cached()
         dy = self._check_dy(dy, shape)
         # Cheap next to the integrator's step (three small GEMMs), so computed with dx.
-        dx, dcore, dfactors, db = low_rank_linear_backward(dy, x, self._weight, need_dx=need_dx)
+        dx, dcore, dfactors, db = low_rank_linear_backward_from_cache(dy, cache, need_dx=need_dx)
         self._store_grads(dy, db, lambda: (dcore, dfactors))
         return dx
 

@@ -31,6 +31,7 @@ import numbers
 import numpy as np
 
 from .._checks import SUPPORTED_DTYPES, check_ranks
+from ..truncation import feasible_ranks, hosvd, is_feasible, rank_from_fraction
 from ..tucker import TuckerTensor, random_orthonormal
 from .layers import Conv2d, Flatten, Linear, LowRankLinear, MaxPool2d, ReLU, Sequential, TuckerConv2d
 
@@ -68,8 +69,6 @@ def random_tucker(rng: np.random.Generator, shape, ranks, norm: float) -> Tucker
 
 def _layer_ranks(name, shape, ranks, init_rank_fraction):
     """Ranks requested for one factorized layer, or ``None`` for full / exact."""
-    from ..truncation import feasible_ranks, is_feasible, rank_from_fraction
-
     if ranks is not None and name in ranks:
         r = ranks[name]
         if isinstance(r, numbers.Integral) and not isinstance(r, bool):
@@ -157,13 +156,9 @@ def lenet5(*, tucker_conv=False, low_rank_dense=False, ranks=None, init_rank_fra
         if factorized.get(name, False):
             r = _layer_ranks(name, shape, ranks, init_rank_fraction)
             if from_dense is None:
-                from ..truncation import feasible_ranks
-
                 T = random_tucker(tucker_rng, shape, r if r is not None else feasible_ranks(shape),
                                   float(np.linalg.norm(weight)))
             else:
-                from ..truncation import hosvd
-
                 T = hosvd(weight, ranks=r, sequential=sequential)[0]
             built[name] = (TuckerConv2d if conv else LowRankLinear)(T.astype(dtype), bias)
         else:

@@ -73,7 +73,7 @@ class Problem:
     """Base class: shape handling and the point-wise callables shared by every problem.
 
     Subclasses set ``shape``, ``smoothness``, ``smoothness_is_exact``, ``convex`` and implement
-    :meth:`loss` and :meth:`gradient` on dense tensors.
+    :meth:`loss` and :meth:`gradient` on dense tensors (:meth:`as_dense` converts and checks a point).
     """
 
     shape: tuple[int, ...]
@@ -81,7 +81,11 @@ class Problem:
     smoothness_is_exact: bool
     convex: bool
 
-    def _dense(self, W, name: str = "W") -> np.ndarray:
+    def as_dense(self, W, name: str = "W") -> np.ndarray:
+        """``W`` (dense, or a ``TuckerTensor``, which is formed) as a validated dense array of ``shape``.
+
+        ``name`` is what the error messages call the argument.
+        """
         if isinstance(W, TuckerTensor):
             W = W.full()
         W = as_float_array(W, name)
@@ -97,11 +101,11 @@ class Problem:
 
     def grad_callable(self, point) -> np.ndarray:
         """Dense gradient ``∇L`` at a ``TuckerTensor`` (or dense) point: the integrators' callable."""
-        return self.gradient(self._dense(point, "point"))
+        return self.gradient(self.as_dense(point, "point"))
 
     def loss_callable(self, point) -> float:
         """``L`` at a ``TuckerTensor`` (or dense) point: the integrators' ``loss=`` argument."""
-        return self.loss(self._dense(point, "point"))
+        return self.loss(self.as_dense(point, "point"))
 
 
 class QuadraticRegression(Problem):
@@ -141,7 +145,7 @@ class QuadraticRegression(Problem):
 
     def residual(self, W) -> np.ndarray:
         """``A vec(W) − b``, shape ``(m,)``."""
-        return self.A @ self._dense(W).ravel() - self.b
+        return self.A @ self.as_dense(W).ravel() - self.b
 
     def loss(self, W) -> float:
         r = self.residual(W)
@@ -281,7 +285,7 @@ class SoftmaxRegression(Problem):
         is evaluated to relative, not absolute, rounding: ``CE_n = log1p(Σ_{j≠y} e^{d_j})`` when
         the label is the arg-max, and ``p_y − 1 = −Σ_{j≠y} E_j / T`` without cancellation.
         """
-        Z = self.X @ self._dense(W).reshape(self.n_classes, -1).T
+        Z = self.X @ self.as_dense(W).reshape(self.n_classes, -1).T
         rows = np.arange(Z.shape[0])
         D = Z - Z[rows, self.y][:, None]
         M = D.max(axis=1)
@@ -315,10 +319,10 @@ class LinearLoss(Problem):
         self.convex = True
 
     def loss(self, W) -> float:
-        return -float(np.vdot(self._dense(W), self.D))
+        return -float(np.vdot(self.as_dense(W), self.D))
 
     def gradient(self, W) -> np.ndarray:
-        self._dense(W)
+        self.as_dense(W)
         return -self.D
 
 

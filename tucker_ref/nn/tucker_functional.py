@@ -1,6 +1,6 @@
-"""Factorized layer kernels: Tucker conv2d, low-rank dense, and their gradient oracles.
+"""Factored counterparts of :mod:`tucker_ref.nn.functional`: Tucker conv2d, low-rank dense, their gradient oracles.
 
-Two layers whose weight is a :class:`~tucker_ref.tucker.TuckerTensor`:
+Kernels of two layers whose weight is a :class:`~tucker_ref.tucker.TuckerTensor`:
 
 * **Tucker conv** (d = 4): the kernel ``W = C ×_1 U_out ×_2 U_in ×_3 U_h ×_4 U_w`` of shape
   ``(out, in, kh, kw)`` (PyTorch layout). The forward never forms ``W``: a 1×1 conv with
@@ -19,6 +19,18 @@ factors (the chain rule through ``W = C ×_i U_i``)::
 
 where ``G = ∂L/∂W`` is the dense kernel gradient, but they are computed without forming ``G``.
 
+Caches
+------
+As :func:`~tucker_ref.nn.functional.max_pool2d` does with its ``MaxPoolCache``, the
+``*_forward`` kernels return ``(y, cache)`` and the cache-taking backward kernels start from
+that cache instead of recomputing the forward: :func:`tucker_conv2d_forward` returns a
+:class:`TuckerConvCache`, which :func:`tucker_conv2d_input_backward` (``dx``) and
+:func:`tucker_conv2d_parameter_backward` (core, factor and bias gradients) take, the latter
+reusing what the former computed; :func:`low_rank_linear_forward` returns a
+:class:`LowRankLinearCache` for :func:`low_rank_linear_backward_from_cache`. The plain
+:func:`tucker_conv2d`, :func:`tucker_conv2d_backward`, :func:`low_rank_linear` and
+:func:`low_rank_linear_backward` keep no state between the calls.
+
 Gradient oracles (docs/algorithms.md §0, the gradient-oracle protocol)
 ----------------------------------------------------------------------
 :class:`TuckerConvGradient` and :class:`LowRankLinearGradient` hold the layer input ``x`` and
@@ -36,28 +48,44 @@ The module imports only the algebra and the dense kernels of :mod:`tucker_ref.nn
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .._checks import as_float_array, check_mode
 from ..gradient_oracle import GradientOracle
 from ..tucker import TuckerTensor, mode_product, multi_mode_product, unfold
-from .functional import _conv_geometry, conv2d, conv2d_backward, conv2d_input_backward, conv2d_weight_backward
+from .functional import conv2d, conv2d_backward, conv2d_input_backward, conv2d_weight_backward, conv_geometry
 
 __all__ = [
     "GradientOracle",
+    "LowRankLinearCache",
     "LowRankLinearGradient",
+    "TuckerConvCache",
     "TuckerConvGradient",
+    "TuckerConvInputBackward",
+    "check_tucker_weight",
     "low_rank_linear",
     "low_rank_linear_backward",
+    "low_rank_linear_backward_from_cache",
+    "low_rank_linear_forward",
     "tucker_conv2d",
     "tucker_conv2d_backward",
+    "tucker_conv2d_forward",
+    "tucker_conv2d_input_backward",
+    "tucker_conv2d_parameter_backward",
 ]
 
 
 # ---------------------------------------------------------------------------------------
 # argument checks
 # ---------------------------------------------------------------------------------------
-def _check_tucker(T, ndim: int, name: str = "T") -> TuckerTensor:
+def check_tucker_weight(T, ndim: int, name: str = "T") -> TuckerTensor:
+    """``T`` if it is a ``ndim``-way :class:`~tucker_ref.tucker.TuckerTensor`, else an error naming ``name``.
+
+    ``ndim`` 4 is a conv kernel ``(out, in, kh, kw)``, 2 a dense weight ``(out, in)``; not a
+    TuckerTensor raises ``TypeError``, another order ``ValueError``.
+    """
     layout = "(out, in, kh, kw)" if ndim == 4 else "(out, in)"
     if not isinstance(T, TuckerTensor):
         raise TypeError(f"{name} must be a TuckerTensor of shape {layout}, got {type(T).__name__}")
@@ -112,11 +140,36 @@ def _spatial_kernel(core: np.ndarray, U_h: np.ndarray, U_w: np.ndarray) -> np.nd
 # ---------------------------------------------------------------------------------------
 # Tucker conv2d
 # ---------------------------------------------------------------------------------------
-def _tucker_conv2d_parts(x, T, b, stride, padding, dilation):
-    """Forward with the intermediates the backward needs: ``(y, z, K, v)``.
+class TuckerConvCache(NamedTuple):
+    """What the backward of :func:`tucker_conv2d_forward` needs: its input, kernel, geometry and intermediates.
 
-    ``z = U_in^T x`` (1×1), ``K = C ×_3 U_h ×_4 U_w``, ``v = conv2d(z, K)``, ``y = U_out v + b``.
+    ``z = U_in^T x`` (1×1), ``K = C ×_3 U_h ×_4 U_w``, ``v = conv2d(z, K)``; the output was
+    ``y = U_out v + b``.
     """
+
+    x: np.ndarray
+    T: TuckerTensor
+    z: np.ndarray
+    K: np.ndarray
+    v: np.ndarray
+    stride: int | tuple[int, int]
+    padding: int | tuple[int, int]
+    dilation: int | tuple[int, int]
+
+
+class TuckerConvInputBackward(NamedTuple):
+    """What :func:`tucker_conv2d_input_backward` returns: ``dx`` and two intermediates to reuse.
+
+    :func:`tucker_conv2d_parameter_backward` takes them. ``dv = U_out^T dy``, ``dz = conv2d_input_backward(dv, K)`` (the gradient at ``z = U_in^T x``),
+    ``dx = U_in dz``.
+    """
+
+    dx: np.ndarray
+    dv: np.ndarray
+    dz: np.ndarray
+
+
+def _forward(x, T, b, stride, padding, dilation) -> tuple[np.ndarray, TuckerConvCache]:
     U_out, U_in, U_h, U_w = T.factors
     z = _channel_matmul(U_in.T, x)
     K = _spatial_kernel(T.core, U_h, U_w)
@@ -124,30 +177,21 @@ def _tucker_conv2d_parts(x, T, b, stride, padding, dilation):
     y = _channel_matmul(U_out, v)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
-    return y, z, K, v
+    return y, TuckerConvCache(x, T, z, K, v, stride, padding, dilation)
 
 
-def _tucker_conv2d_dv_dz(dy, T, K, z_shape, stride, padding, dilation):
-    """``(dv, dz)``: ``dv = U_out^T dy`` and ``dz = conv2d_input_backward(dv, K)``, the gradient at
-    ``z = U_in^T x`` (so ``dx = U_in dz``)."""
-    dv = _channel_matmul(T.factors[0].T, dy)
-    return dv, conv2d_input_backward(dv, K, z_shape, stride=stride, padding=padding, dilation=dilation)
-
-
-def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx, dv_dz=None):
-    """Backward from the forward intermediates ``(z, K, v)``; see :func:`tucker_conv2d_backward`.
-
-    ``dv_dz`` (from :func:`_tucker_conv2d_dv_dz`) is reused when the caller has computed it already.
-    """
+def _backward(dy, cache: TuckerConvCache, need_dx: bool, through_input: TuckerConvInputBackward | None = None):
+    """``(dx, dcore, dfactors, db)`` from the forward cache; see :func:`tucker_conv2d_backward`."""
+    x, T, z, K, v, stride, padding, dilation = cache
     U_out, U_in, U_h, U_w = T.factors
     db = dy.sum(axis=(0, 2, 3))
     dU_out = _channel_gram(dy, v)
-    if dv_dz is None:
+    if through_input is None:
         dv = _channel_matmul(U_out.T, dy)
         # dz is needed even when dx is not: dU_in is the 1×1 weight gradient Σ x dz^T.
         dz, dK, _ = conv2d_backward(dv, z, K, stride=stride, padding=padding, dilation=dilation, need_dx=True)
     else:
-        dv, dz = dv_dz
+        _, dv, dz = through_input
         dK = conv2d_weight_backward(dv, z, K.shape[2:], stride=stride, padding=padding, dilation=dilation)
     dU_in = _channel_gram(x, dz)
     dx = _channel_matmul(U_in, dz) if need_dx else None
@@ -159,7 +203,7 @@ def _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, 
 
 
 def _check_conv_call(x, T, b=None):
-    T = _check_tucker(T, 4)
+    T = check_tucker_weight(T, 4)
     x = _check_input(x, T.shape[1], 4, "x", "(N, C_in, H, W)")
     return x, T, _check_bias(b, T.shape[0])
 
@@ -167,12 +211,19 @@ def _check_conv_call(x, T, b=None):
 def _check_conv_dy(dy, x, T, stride, padding, dilation) -> np.ndarray:
     """``dy`` as an array of the conv output shape ``(N, out, P, Q)`` (also validates the geometry)."""
     dy = _check_input(dy, T.shape[0], 4, "dy", "(N, C_out, P, Q)")
-    geo = _conv_geometry(x.shape, T.shape[2:], stride, padding, dilation)
+    geo = conv_geometry(x.shape, T.shape[2:], stride, padding, dilation)
     expected = (x.shape[0], T.shape[0]) + geo.out
     if dy.shape != expected:
         raise ValueError(f"dy must have the output shape (N, C_out, P, Q) = {expected} of the convolution, "
                          f"got {dy.shape}")
     return dy
+
+
+def _check_cached_dy(dy, cache) -> np.ndarray:
+    if not isinstance(cache, TuckerConvCache):
+        raise TypeError(f"cache must be the TuckerConvCache returned by tucker_conv2d_forward, "
+                        f"got {type(cache).__name__}")
+    return _check_conv_dy(dy, cache.x, cache.T, cache.stride, cache.padding, cache.dilation)
 
 
 def tucker_conv2d(x, T, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
@@ -202,8 +253,20 @@ def tucker_conv2d(x, T, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarra
     Cost ``2·N·(in·r_in·H·W + r_out·r_in·kh·kw·P·Q + out·r_out·P·Q)`` flops against
     ``2·N·out·in·kh·kw·P·Q`` for the dense conv.
     """
+    return tucker_conv2d_forward(x, T, b, stride=stride, padding=padding, dilation=dilation)[0]
+
+
+def tucker_conv2d_forward(x, T, b=None, *, stride=1, padding=0, dilation=1) -> tuple[np.ndarray, TuckerConvCache]:
+    """:func:`tucker_conv2d` and the :class:`TuckerConvCache` its cache-taking backward kernels need.
+
+    Returns
+    -------
+    y : ndarray, shape ``(N, out, P, Q)``, as :func:`tucker_conv2d`
+    cache : TuckerConvCache for :func:`tucker_conv2d_input_backward` and
+        :func:`tucker_conv2d_parameter_backward`
+    """
     x, T, b = _check_conv_call(x, T, b)
-    return _tucker_conv2d_parts(x, T, b, stride, padding, dilation)[0]
+    return _forward(x, T, b, stride, padding, dilation)
 
 
 def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx=True):
@@ -220,8 +283,9 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
     applied to the dense kernel gradient ``G``: ``dC = G ×_i U_i^T``,
     ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``, but ``G`` is never formed.
 
-    The forward intermediates ``z`` and ``v`` are recomputed here (one Tucker forward); the
-    module :class:`tucker_ref.nn.layers.TuckerConv2d` caches them instead.
+    The forward intermediates ``z`` and ``v`` are recomputed here (one Tucker forward);
+    :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
+    :func:`tucker_conv2d_input_backward` and :func:`tucker_conv2d_parameter_backward` instead.
 
     Parameters
     ----------
@@ -240,15 +304,70 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
     """
     x, T, _ = _check_conv_call(x, T)
     dy = _check_conv_dy(dy, x, T, stride, padding, dilation)
-    _, z, K, v = _tucker_conv2d_parts(x, T, None, stride, padding, dilation)
-    return _tucker_conv2d_backward_parts(dy, x, T, z, K, v, stride, padding, dilation, need_dx)
+    return _backward(dy, _forward(x, T, None, stride, padding, dilation)[1], need_dx)
+
+
+def tucker_conv2d_input_backward(dy, cache: TuckerConvCache) -> TuckerConvInputBackward:
+    """Input gradient of :func:`tucker_conv2d_forward` from its cache (see :func:`tucker_conv2d_backward`).
+
+    ``dx = U_in dz`` with ``dz = conv2d_input_backward(dv, K)`` and ``dv = U_out^T dy``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape ``(N, out, P, Q)``
+    cache : TuckerConvCache from :func:`tucker_conv2d_forward`
+
+    Returns
+    -------
+    TuckerConvInputBackward ``(dx, dv, dz)``; pass it to :func:`tucker_conv2d_parameter_backward`
+    with the same ``dy`` and ``cache`` so that ``dv`` and ``dz`` are not computed twice.
+    """
+    dy = _check_cached_dy(dy, cache)
+    dv = _channel_matmul(cache.T.factors[0].T, dy)
+    dz = conv2d_input_backward(dv, cache.K, cache.z.shape, stride=cache.stride, padding=cache.padding,
+                               dilation=cache.dilation)
+    return TuckerConvInputBackward(_channel_matmul(cache.T.factors[1], dz), dv, dz)
+
+
+def tucker_conv2d_parameter_backward(dy, cache: TuckerConvCache, through_input: TuckerConvInputBackward | None = None):
+    """Core, factor and bias gradients of :func:`tucker_conv2d_forward` from its cache.
+
+    The formulas are those of :func:`tucker_conv2d_backward`.
+
+    Parameters
+    ----------
+    dy : ndarray, shape ``(N, out, P, Q)``
+    cache : TuckerConvCache from :func:`tucker_conv2d_forward`
+    through_input : TuckerConvInputBackward, optional
+        What :func:`tucker_conv2d_input_backward` returned for the same ``dy`` and ``cache``: its
+        ``dv`` and ``dz`` are reused. Without it they are computed here.
+
+    Returns
+    -------
+    (dcore, dfactors, db) as in :func:`tucker_conv2d_backward`.
+    """
+    dy = _check_cached_dy(dy, cache)
+    if through_input is not None and not isinstance(through_input, TuckerConvInputBackward):
+        raise TypeError(f"through_input must be the TuckerConvInputBackward returned by "
+                        f"tucker_conv2d_input_backward or None, got {type(through_input).__name__}")
+    return _backward(dy, cache, False, through_input)[1:]
 
 
 # ---------------------------------------------------------------------------------------
 # low-rank dense
 # ---------------------------------------------------------------------------------------
+class LowRankLinearCache(NamedTuple):
+    """What :func:`low_rank_linear_backward_from_cache` needs: the input and weight of :func:`low_rank_linear_forward`.
+
+    ``x V`` is recomputed by the backward (``2·N·in·r_in`` flops) rather than kept.
+    """
+
+    x: np.ndarray
+    T: TuckerTensor
+
+
 def _check_linear_call(x, T, b=None):
-    T = _check_tucker(T, 2)
+    T = check_tucker_weight(T, 2)
     x = _check_input(x, T.shape[1], 2, "x", "(N, in_features)")
     return x, T, _check_bias(b, T.shape[0])
 
@@ -267,12 +386,17 @@ def low_rank_linear(x, T, b=None) -> np.ndarray:
     -------
     ndarray, shape ``(N, out)``. Cost ``2·N·(in·r_in + r_in·r_out + r_out·out)`` flops.
     """
+    return low_rank_linear_forward(x, T, b)[0]
+
+
+def low_rank_linear_forward(x, T, b=None) -> tuple[np.ndarray, LowRankLinearCache]:
+    """:func:`low_rank_linear` and the :class:`LowRankLinearCache` of :func:`low_rank_linear_backward_from_cache`."""
     x, T, b = _check_linear_call(x, T, b)
     U, V = T.factors
     y = ((x @ V) @ T.core.T) @ U.T
     if b is not None:
         y += b
-    return y
+    return y, LowRankLinearCache(x, T)
 
 
 def low_rank_linear_backward(dy, x, T, need_dx=True):
@@ -296,6 +420,20 @@ def low_rank_linear_backward(dy, x, T, need_dx=True):
     (dx, dcore, dfactors, db) with ``dfactors = [dU, dV]``; ``dx`` is ``None`` if not ``need_dx``.
     """
     x, T, _ = _check_linear_call(x, T)
+    return low_rank_linear_backward_from_cache(dy, LowRankLinearCache(x, T), need_dx)
+
+
+def low_rank_linear_backward_from_cache(dy, cache: LowRankLinearCache, need_dx=True):
+    """:func:`low_rank_linear_backward` from the cache of :func:`low_rank_linear_forward`.
+
+    Returns
+    -------
+    (dx, dcore, dfactors, db) as :func:`low_rank_linear_backward`.
+    """
+    if not isinstance(cache, LowRankLinearCache):
+        raise TypeError(f"cache must be the LowRankLinearCache returned by low_rank_linear_forward, "
+                        f"got {type(cache).__name__}")
+    x, T = cache
     dy = _check_input(dy, T.shape[0], 2, "dy", "(N, out_features)")
     if dy.shape[0] != x.shape[0]:
         raise ValueError(f"dy must have the batch size {x.shape[0]} of x, got shape {dy.shape}")
@@ -351,7 +489,7 @@ class TuckerConvGradient(GradientOracle):
     """
 
     def __init__(self, x, dy, T, *, stride=1, padding=0, dilation=1):
-        T = _check_tucker(T, 4)
+        T = check_tucker_weight(T, 4)
         self.x = _check_input(x, T.shape[1], 4, "x", "(N, C_in, H, W)")
         # Validate the geometry here rather than at the integrator's first request.
         self.dy = _check_conv_dy(dy, self.x, T, stride, padding, dilation)
@@ -457,7 +595,7 @@ class LowRankLinearGradient(GradientOracle):
             raise ValueError(f"dy must have the batch size {self.x.shape[0]} of x, got shape {self.dy.shape}")
         self.shape = (self.dy.shape[1], self.x.shape[1])
         if T is not None:
-            T = _check_tucker(T, 2)
+            T = check_tucker_weight(T, 2)
             if T.shape != self.shape:
                 raise ValueError(f"T must have shape (out, in) = {self.shape} to match dy and x, got {T.shape}")
         self.point = T
