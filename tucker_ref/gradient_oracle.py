@@ -55,8 +55,8 @@ __all__ = [
 class GradientOracle:
     """Gradients of one backward pass in any Tucker parametrization of a layer's weight.
 
-    Subclasses hold the data of one backward pass (the layer input and output gradient) and
-    implement ``_projected(bases)`` and :meth:`dense_gradient`. ``shape`` is the weight shape
+    Subclasses hold what describes ``G`` (``G`` itself, or a layer's input and output gradient)
+    and implement ``_projected(bases)`` and :meth:`dense_gradient`. ``shape`` is the weight shape
     ``(n_1, …, n_d)`` and ``point`` the TuckerTensor at which the gradient was taken (or
     ``None``), whose factors :meth:`mode_partial_gradient` uses by default.
     """
