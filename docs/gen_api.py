@@ -10,7 +10,7 @@ Public names of a module: its ``__all__`` if it defines one, else the names not 
 without ``__all__`` also lists the public names it re-exports from its submodules. Classes list
 their own public methods and properties. One line = the first line of the docstring; for a
 constant, the ``#:`` comment above its assignment. Modules: every module of the package except
-private ones (``_checks``, ``__main__``) and ``cli``, whose commands get their own section.
+private ones (``__main__``) and ``cli``, whose commands get their own section.
 tests/test_api_docs.py checks that every public name appears here.
 """
 

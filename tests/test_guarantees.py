@@ -44,6 +44,7 @@ from tucker_ref.testing.strategies import (
     conditioned_core,
     feasible_ranks_for,
     random_orthonormal,
+    random_tucker,
     seeds,
     shapes,
     tucker_example,
@@ -410,7 +411,7 @@ def test_fixed_clamp_is_recorded_for_a_non_adaptive_mode_truncated_back():
     clamp with η far above ``√(#adaptive)·ϑ`` (η/ϑ = 56 in the first report of this)."""
     rng = np.random.default_rng(0)
     shape, ranks = (6, 5, 3, 3), (2, 3, 3, 3)
-    Y = TuckerTensor(conditioned_core(rng, ranks, 0.1), [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+    Y = random_tucker(rng, shape, ranks, core=conditioned_core(rng, ranks, 0.1))
     G = rng.standard_normal(shape)
     Y1, report = tdlrt_step(Y, G, 0.1, tau=0.01, adaptive_modes=[0])
     assert report.ranks_augmented[1] == 5 and Y1.ranks[1] == 3
@@ -530,7 +531,7 @@ def containment_residuals(sigma_min: float, draws: int = 20, seed: int = 0):
         shape = tuple(int(n) for n in rng.integers(7, 10, size=d))
         core = core_with_mode_spectrum(rng, np.geomspace(1.0, sigma_min, 3), m=None if d == 2 else 3)
         ranks = core.shape
-        Y = TuckerTensor(core, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+        Y = random_tucker(rng, shape, ranks, core=core)
         G = rng.standard_normal(shape)
         PG = tangent_projection(Y, G)
         for variant in out:

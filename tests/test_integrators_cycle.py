@@ -38,7 +38,7 @@ from tucker_ref.integrators.steps import (
 )
 from tucker_ref.manifold import normal_component_norm
 from tucker_ref.testing.problems import QuadraticRegression, subspace_projection
-from tucker_ref.testing.strategies import conditioned_core, random_orthonormal, seeds, tucker_tensors
+from tucker_ref.testing.strategies import conditioned_core, random_tucker, seeds, tucker_tensors
 from tucker_ref.tucker import TuckerTensor, multi_mode_product
 
 REFERENCE = Path(__file__).parent / "data" / "tdlrt_step_reference.npz"
@@ -60,7 +60,7 @@ def reference_outputs() -> dict:
         rng = np.random.default_rng(100 + c)
         prob = QuadraticRegression.random(shape, m=3 * int(np.prod(shape)), rng=rng)
         core = conditioned_core(rng, ranks, min_sigma=0.1)
-        Y = TuckerTensor(core, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+        Y = random_tucker(rng, shape, ranks, core=core)
         Y = TuckerTensor(Y.core.astype(dtype), [U.astype(dtype) for U in Y.factors])
         opt = HeavyBall(mom) if mom > 0 else None
         for k in range(steps):
@@ -123,7 +123,7 @@ def point_for_example(shape, ranks, seed: int, min_sigma: float = 1e-2) -> Tucke
     """A fixed point for ``@example``: core with ``cond(Mat_i(C)) ≤ 1/min_sigma`` (the whole range used)."""
     rng = np.random.default_rng(seed)
     core = conditioned_core(rng, ranks, min_sigma, spread=1.0)
-    return TuckerTensor(core, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+    return random_tucker(rng, shape, ranks, core=core)
 
 
 #: Pinned points: full rank (V is the whole space, Π = I), a mode already at full rank next to

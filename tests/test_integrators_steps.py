@@ -22,7 +22,7 @@ from tucker_ref.integrators import (
 from tucker_ref.testing.oracles import relative_error
 from tucker_ref.testing.strategies import (
     conditioned_core,
-    random_orthonormal,
+    random_tucker,
     seeds,
     tucker_tensors,
 )
@@ -110,7 +110,7 @@ def test_variants_agree_when_s_is_well_conditioned(seed, min_sigma, lr):
     rng = np.random.default_rng(seed)
     shape, ranks = (5, 6, 4), (2, 3, 2)
     C = conditioned_core(rng, ranks, min_sigma)
-    Y = TuckerTensor(C, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+    Y = random_tucker(rng, shape, ranks, core=C)
     G = rng.standard_normal(shape)
     cond = max(np.linalg.cond(unfold(C, i)) for i in range(3))
     a, rep_a = tdlrt_step(Y, G, lr, tau=0.0)
@@ -155,7 +155,7 @@ def test_step_report_is_consistent(Y, seed, tau, rmin, extra):
 
 def test_threshold_is_relative_to_the_augmented_core():
     rng = np.random.default_rng(11)
-    Y = TuckerTensor(conditioned_core(rng, (2, 2, 2), 0.1), [random_orthonormal(rng, n, 2) for n in (5, 4, 6)])
+    Y = random_tucker(rng, (5, 4, 6), (2, 2, 2), core=conditioned_core(rng, (2, 2, 2), 0.1))
     G = rng.standard_normal(Y.shape)
     _, rep = tdlrt_step(Y, G, 0.3, tau=0.2)
     Y_hat1, rep_full = tdlrt_step(Y, G, 0.3, tau=0.0)  # the same Ĉ1 kept whole: ‖Ŷ1‖ = ‖Ĉ1‖_F
@@ -166,8 +166,7 @@ def test_threshold_is_relative_to_the_augmented_core():
 
 def test_diagnostics_off_and_oracle_without_dense_gradient():
     rng = np.random.default_rng(2)
-    Y = TuckerTensor(conditioned_core(rng, (2, 2, 3), 0.1), [random_orthonormal(rng, n, r)
-                                                              for n, r in zip((4, 5, 6), (2, 2, 3))])
+    Y = random_tucker(rng, (4, 5, 6), (2, 2, 3), core=conditioned_core(rng, (2, 2, 3), 0.1))
     G = rng.standard_normal(Y.shape)
     _, rep = tdlrt_step(Y, G, 0.1, diagnostics=False)
     assert rep.epsilon is None and rep.tangent_grad_norm is None and rep.residual_norm is None
@@ -181,7 +180,7 @@ def test_diagnostics_off_and_oracle_without_dense_gradient():
 
 def test_reevaluate_calls_the_callable_at_the_augmented_point():
     rng = np.random.default_rng(3)
-    Y = TuckerTensor(conditioned_core(rng, (2, 2, 2), 0.1), [random_orthonormal(rng, n, 2) for n in (5, 4, 6)])
+    Y = random_tucker(rng, (5, 4, 6), (2, 2, 2), core=conditioned_core(rng, (2, 2, 2), 0.1))
     G0, G1 = rng.standard_normal(Y.shape), rng.standard_normal(Y.shape)
     points = []
 
@@ -209,7 +208,7 @@ def test_reevaluate_calls_the_callable_at_the_augmented_point():
 def test_non_adaptive_modes(seed, fixed):
     rng = np.random.default_rng(seed)
     shape, ranks = (6, 5, 3, 3), (2, 3, 3, 3)  # spatial-like modes 2, 3 at full rank
-    Y = TuckerTensor(conditioned_core(rng, ranks, 0.1), [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+    Y = random_tucker(rng, shape, ranks, core=conditioned_core(rng, ranks, 0.1))
     G = rng.standard_normal(shape)
     adaptive = [0] if fixed else [0, 1]
     oracle = CountingOracle(G)
@@ -238,7 +237,7 @@ def test_float32_is_kept(Y, seed):
 
 def test_bad_input_raises_and_leaves_state_unchanged():
     rng = np.random.default_rng(4)
-    Y = TuckerTensor(conditioned_core(rng, (2, 2, 2), 0.1), [random_orthonormal(rng, n, 2) for n in (5, 4, 6)])
+    Y = random_tucker(rng, (5, 4, 6), (2, 2, 2), core=conditioned_core(rng, (2, 2, 2), 0.1))
     Y_copy = Y.copy()
     G = rng.standard_normal(Y.shape)
     opt = HeavyBall(0.9)
@@ -324,7 +323,7 @@ def test_fixed_rank_bug_step(Y, seed, lr):
 
 def test_fixed_rank_bug_step_requires_a_callable():
     rng = np.random.default_rng(6)
-    Y = TuckerTensor(conditioned_core(rng, (2, 2, 2), 0.1), [random_orthonormal(rng, n, 2) for n in (5, 4, 6)])
+    Y = random_tucker(rng, (5, 4, 6), (2, 2, 2), core=conditioned_core(rng, (2, 2, 2), 0.1))
     G = rng.standard_normal(Y.shape)
     for grad in (G, DenseGradient(G, Y)):
         with pytest.raises(ValueError, match="fixed_rank_bug_step: grad must be a callable .* not at Y0"):

@@ -28,7 +28,8 @@ from tucker_ref.integrators import (
     u_gradient,
 )
 from tucker_ref.testing.oracles import relative_error
-from tucker_ref.testing.strategies import DrawTally, random_orthonormal, seeds, tucker_example, tucker_tensors
+from tucker_ref.testing.strategies import (DrawTally, random_orthonormal, random_tucker, seeds, tucker_example,
+                                          tucker_tensors)
 from tucker_ref.truncation import is_feasible
 
 EPS = np.finfo(np.float64).eps
@@ -155,7 +156,7 @@ def test_k_parametrization_rank_deficient_unfolding_still_gives_r_columns(seed, 
     B = random_orthonormal(rng, 9, 4 - deficiency)
     M = unfold(C, 0) @ B @ B.T
     C = fold(M, 0, ranks)
-    Y = TuckerTensor(C, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+    Y = random_tucker(rng, shape, ranks, core=C)
     assert np.linalg.matrix_rank(unfold(C, 0)) == 4 - deficiency
     Q, S, _ = k_parametrization(Y, 0)
     assert Q.shape == (9, 4)

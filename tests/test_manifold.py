@@ -22,6 +22,7 @@ from tucker_ref.tucker import multi_mode_product, unfold
 from tucker_ref.testing.oracles import adjoint_check, relative_error
 from tucker_ref.testing.strategies import (
     random_orthonormal,
+    random_tucker,
     seeds,
     shapes,
     tucker_tensors,
@@ -173,7 +174,7 @@ def test_float32_stays_float32_in_the_projection(Y, seed):
 
 def test_projection_rejects_bad_input():
     rng = np.random.default_rng(0)
-    Y = TuckerTensor(rng.standard_normal((2, 2, 3)), [random_orthonormal(rng, n, r) for n, r in ((3, 2), (4, 2), (5, 3))])
+    Y = random_tucker(rng, (3, 4, 5), (2, 2, 3))
     Z = rng.standard_normal(Y.shape)
     with pytest.raises(TypeError, match=r"Y must be a TuckerTensor"):
         tangent_projection(Y.full(), Z)

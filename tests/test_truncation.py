@@ -25,6 +25,7 @@ from tucker_ref.testing.strategies import (
     feasible_ranks_for,
     planted_tensors,
     random_orthonormal,
+    random_tucker,
     seeds,
     tucker_example,
     tucker_tensors,
@@ -498,7 +499,7 @@ def _clustered_tucker(seed=21):
     S = np.zeros((3, 3, 3))
     S[0, 0, 0], S[1, 1, 1], S[2, 2, 2] = 1.0, 0.3, 0.3
     core = multi_mode_product(S, [random_orthonormal(rng, 3, 3) for _ in range(3)])
-    return TuckerTensor(core, [random_orthonormal(rng, n, 3) for n in (5, 4, 6)])
+    return random_tucker(rng, (5, 4, 6), (3, 3, 3), core=core)
 
 
 _CLUSTERED = _clustered_tucker()
@@ -617,7 +618,7 @@ def test_truncate_orthonormalizes_general_factors_without_changing_the_result():
 
 def test_truncate_rejects_bad_input():
     rng = np.random.default_rng(4)
-    T = TuckerTensor(rng.standard_normal((2, 2, 3)), [random_orthonormal(rng, 4, r) for r in (2, 2, 3)])
+    T = random_tucker(rng, (4, 4, 4), (2, 2, 3))
     with pytest.raises(TypeError, match=r"T must be a TuckerTensor"):
         truncate(T.full(), tol=0.1)
     with pytest.raises(ValueError, match=r"tol must be a finite number >= 0"):

@@ -92,6 +92,7 @@ def _parsed(parse):
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .training.config import (ADAMW_WEIGHT_DECAY, DEFAULT_DTYPE, DEFAULT_INIT_RANK, LR_SCHEDULE_NAMES, METHODS,
                                   OPTIMIZER_NAMES, VARIANTS, TrainConfig, parse_adaptive_modes, parse_init_rank)
+    from .integrators.optim import DEFAULT_MOMENTUM
 
     d = TrainConfig()
     # Every option defaults to SUPPRESS: the namespace then holds exactly what the user gave,
@@ -109,7 +110,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"relative truncation tolerance per mode, theta = tau*||C||_F (default {d.tau})")
     g.add_argument("--variant", choices=list(VARIANTS), default=S,
                    help="augmentation: k_step (new directions from the K-step gradient, robust to small core "
-                        f"singular values) or gradient (augmented-gradient variant) (default {d.variant})")
+                        f"singular values) or gradient (the integrator's {VARIANTS['gradient']!r} variant) "
+                        f"(default {d.variant})")
     g.add_argument("--adaptive-modes", type=_parsed(parse_adaptive_modes), default=S,
                    help="which modes adapt their rank: 'channel' = modes 0,1 of the conv kernels (spatial 5x5 "
                         "modes frozen at full rank, as in the authors' code), 'all', or conv mode indices "
@@ -145,8 +147,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "the basis update uses plain gradients (default momentum; sgd with --check-descent and "
                         "for fixed-rank / riemannian, whose steps carry no optimizer state)")
     g.add_argument("--momentum", type=nonneg_float, default=S,
-                   help="heavy-ball momentum (default 0.9: on the embedded subset plain SGD at lr 0.05 "
-                        "oscillates between 67%% and 92%% test accuracy, momentum 0.9 reaches 96%% in 4 epochs; "
+                   help=f"heavy-ball momentum (default {DEFAULT_MOMENTUM}: on the embedded subset plain SGD at lr "
+                        "0.05 oscillates between 67%% and 92%% test accuracy, momentum 0.9 reaches 96%% in 4 epochs; "
                         "it selects --optimizer momentum, and --momentum 0 alone selects sgd)")
     g.add_argument("--weight-decay", type=nonneg_float, default=S,
                    help=f"weight decay: decoupled for adamw (default {ADAMW_WEIGHT_DECAY}, PyTorch's), an L2 term "

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import SUPPORTED_DTYPES, check_positive_int
+from .checks import SUPPORTED_DTYPES, check_positive_int
 
 #: Image side length of MNIST digits; the LeNet5 of docs/results.md#setup expects exactly this.
 MNIST_SIDE = 28

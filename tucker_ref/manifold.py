@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import as_float_array, check_ranks, eps_of
+from .checks import as_float_array, check_ranks, eps_of
 from .truncation import is_feasible
 from .tucker import TuckerTensor, fold, multi_mode_product, unfold
 

@@ -10,9 +10,11 @@ Two tolerance rules live here, and they must not be confused (docs/conventions.m
   **per-mode** rule: each mode keeps the smallest rank whose discarded tail is ``≤ ϑ``, so the
   total error is only bounded by ``√d·ϑ`` (by ``√(#truncated modes)·ϑ`` exactly).
 
-In both, ``ϑ = tol·‖·‖_F`` when ``relative`` (of ``X`` for :func:`hosvd`, of the core for
-:func:`truncate`) and ``ϑ = tol`` otherwise, and the rule is always ``tail ≤ ϑ``
-(non-strict), so ``tol = 0`` keeps every nonzero singular value.
+In both, the threshold is ``ϑ = tol·‖·‖_F`` when ``relative`` (of ``X`` for :func:`hosvd`, of
+the core for :func:`truncate`) and ``ϑ = tol`` otherwise, and the rule is always ``tail ≤ ϑ``
+(non-strict), so ``tol = 0`` keeps every nonzero singular value. :func:`truncate` also takes
+the integrator's names (docs/algorithms.md §3): ``tau`` (relative, ``ϑ = τ‖C‖_F``) or
+``theta`` (``ϑ = θ``), checked by :func:`tucker_ref.checks.check_tolerance`.
 
 Sign convention (pinned so that golden files are reproducible): every left singular vector
 is flipped so that its entry of largest absolute value is positive (first such entry on ties).
@@ -32,7 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import as_float_array, check_mode, check_nonneg, check_ranks, eps_of
+from .checks import (as_float_array, check_instance, check_mode, check_nonneg, check_rank_bounds, check_ranks,
+                     check_tolerance, eps_of)
+from .checks import per_mode  # noqa: F401  (public here before the checks moved to tucker_ref.checks)
 from .tucker import TuckerTensor, multi_mode_product, mode_product, unfold
 
 #: Relative cutoff of :func:`orth`, in units of ``max(shape)·eps`` (the LAPACK/NumPy
@@ -89,10 +93,13 @@ def tail_norms(s: np.ndarray) -> np.ndarray:
     return np.sqrt(np.append(sq, 0.0))
 
 
-def rank_for_tolerance(s: np.ndarray, threshold: float) -> int:
-    """Smallest ``r`` with ``‖(s_{r+1}, …)‖ ≤ threshold`` (non-strict rule of docs/algorithms.md §3)."""
+def rank_for_tolerance(s: np.ndarray, theta: float) -> int:
+    """Smallest ``r`` with ``‖(s_{r+1}, …)‖ ≤ ϑ`` (non-strict rule of docs/algorithms.md §3).
+
+    ``theta`` is the threshold ``ϑ`` in absolute terms (``τ‖C‖_F`` for a relative tolerance).
+    """
     t = tail_norms(s)
-    return int(np.flatnonzero(t <= threshold)[0])
+    return int(np.flatnonzero(t <= theta)[0])
 
 
 def rank_from_fraction(fraction: float, n: int) -> int:
@@ -339,7 +346,7 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
 # truncation of a Tucker tensor (the integrator's step 3)
 # ---------------------------------------------------------------------------------------
 def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=1, rmax=None,
-             modes=None):
+             modes=None, *, tau=None, theta=None):
     """Truncate a Tucker tensor with orthonormal factors through SVDs of its core unfoldings.
 
     Implements docs/algorithms.md §3: for each truncated mode ``i``, ``Mat_i(C) = P_i Σ_i R_i^T``;
@@ -355,11 +362,14 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     T : TuckerTensor with orthonormal factors (checked; non-orthonormal input is
         orthonormalized first, which leaves the tensor unchanged).
     ranks : sequence, optional
-        Fixed target rank per mode; an entry ``None`` means "choose by ``tol``" in that mode.
-        Fixed targets are not clamped by ``rmin``/``rmax`` but must not exceed the current rank.
+        Fixed target rank per mode; an entry ``None`` means "choose by the tolerance" in that
+        mode. Fixed targets are not clamped by ``rmin``/``rmax`` but must not exceed the current rank.
     tol : float, optional
-        The per-mode tolerance for the modes chosen by tolerance. ``ranks=None, tol=None``
-        keeps every nonzero singular value (``tol = 0``).
+        The per-mode tolerance for the modes chosen by tolerance. ``ranks=None`` without a
+        tolerance keeps every nonzero singular value (``tol = 0``).
+    tau, theta : float, optional
+        The same tolerance in the integrator's names: ``tau`` is ``tol`` with ``relative=True``,
+        ``theta`` is ``tol`` with ``relative=False``. At most one of ``tol``, ``tau``, ``theta``.
     rmin, rmax : int or sequence, optional
         Clamp interval for tolerance-chosen ranks (per mode or one for all).
     modes : sequence of int, optional
@@ -372,22 +382,17 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         ``report.error`` (``η``) is computed directly as ``‖C − C_new ×_i P_i‖`` in the core's
         coordinates, exact because the factors are orthonormal.
     """
-    if not isinstance(T, TuckerTensor):
-        raise TypeError(f"T must be a TuckerTensor, got {type(T).__name__}")
+    check_instance(T, TuckerTensor, "T")
     d = T.ndim
     if not T.has_orthonormal_factors():
         T = T.orthonormalize()
     modes_set = set(range(d)) if modes is None else _parse_modes(modes, d)
+    tol, relative, tol_name = _tolerance(tol, relative, tau, theta)
     if ranks is not None:
         ranks = _parse_fixed_ranks(ranks, d)
         if tol is not None and all(r is not None for r in ranks):
-            raise ValueError("give exactly one of ranks and tol, not both (use None entries in ranks to mix)")
-    tol = check_nonneg(tol, "tol")
-    rmin_l = per_mode(rmin, d, "rmin", default=1)
-    rmax_l = per_mode(rmax, d, "rmax", default=None)
-    for i in range(d):
-        if rmax_l[i] is not None and rmax_l[i] < rmin_l[i]:
-            raise ValueError(f"rmin ({rmin_l[i]}) must not exceed rmax ({rmax_l[i]}) in mode {i}")
+            raise ValueError(f"give exactly one of ranks and {tol_name}, not both (use None entries in ranks to mix)")
+    rmin_l, rmax_l = check_rank_bounds(rmin, rmax, d)
 
     C = T.core
     norm_c = float(np.linalg.norm(C))
@@ -447,6 +452,18 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     return out, report
 
 
+def _tolerance(tol, relative, tau, theta):
+    """``(value, relative, name)`` of the one tolerance given as ``tol``, ``tau`` or ``theta`` (``value`` ``None`` if none)."""
+    if tol is None:
+        if tau is None and theta is None:
+            return None, relative, "tol"
+        value, relative = check_tolerance(tau, theta)
+        return value, relative, "tau" if relative else "theta"
+    if tau is not None or theta is not None:
+        raise ValueError("give the tolerance once: tol (with relative), tau or theta")
+    return check_nonneg(tol, "tol"), relative, "tol"
+
+
 def _parse_fixed_ranks(ranks, d):
     if isinstance(ranks, numbers.Integral) and not isinstance(ranks, bool):
         ranks = [ranks] * d
@@ -469,24 +486,3 @@ def _parse_modes(modes, d):
     if isinstance(modes, (str, bytes)) or not isinstance(modes, Iterable):
         raise TypeError(f"modes must be a sequence of mode indices in [-{d}, {d}), got {modes!r}")
     return {check_mode(m, d, f"modes[{k}]") for k, m in enumerate(modes)}
-
-
-def per_mode(value, d, name, default):
-    """A per-mode setting (``rmin``, ``rmax``) from one int, ``None`` or one entry per mode, validated."""
-    if value is None:
-        return [default] * d
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = [int(value)] * d
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise TypeError(f"{name} must be an int or a sequence of {d} ints, got {value!r}")
-    value = list(value)
-    if len(value) != d:
-        raise ValueError(f"{name} must be an int or one entry per mode ({d}), got {value!r}")
-    for i, v in enumerate(value):
-        if v is None:
-            value[i] = default
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}[{i}] must be a positive integer, got {v!r}")
-        value[i] = int(v)
-    return value

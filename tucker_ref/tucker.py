@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._checks import as_float_array, check_mode, eps_of
+from .checks import as_float_array, check_instance, check_mode, check_ranks, check_rng, eps_of
 
 #: Tolerance of :meth:`TuckerTensor.has_orthonormal_factors`, in units of ``max(n_i)·eps``.
 ORTHONORMALITY_FACTOR = 100.0
@@ -115,14 +115,36 @@ def random_orthonormal(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
     rng : numpy.random.Generator
     n, r : int, ``0 ≤ r ≤ n``
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
     if not 0 <= r <= n:
         raise ValueError(f"r must be in [0, n] = [0, {n}], got {r}")
     Q, R = np.linalg.qr(rng.standard_normal((n, r)))
     signs = np.sign(np.diag(R))
     signs[signs == 0] = 1.0
     return Q * signs
+
+
+def random_tucker(rng: np.random.Generator, shape, ranks, *, core=None) -> "TuckerTensor":
+    """A random Tucker tensor ``C ×_i U_i`` with Haar factors ``U_i`` (:func:`random_orthonormal`).
+
+    The one builder of random Tucker tensors: the test strategies (which choose the core's
+    spectrum), the test problems and the tests draw theirs here. From ``rng``, in this order:
+    the core (standard Gaussian of shape ``ranks``) unless ``core`` is given, then ``U_1, …, U_d``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    shape, ranks : sequences of d ints, ``1 ≤ r_i ≤ n_i``
+    core : ndarray of shape ``ranks``, optional
+    """
+    check_rng(rng)
+    shape = tuple(int(n) for n in shape)
+    ranks = check_ranks(ranks, shape)
+    if core is None:
+        core = rng.standard_normal(ranks)
+    elif np.shape(core) != ranks:
+        raise ValueError(f"core must have shape ranks = {ranks}, got {np.shape(core)}")
+    return TuckerTensor(core, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
 
 
 class TuckerTensor:
@@ -245,8 +267,7 @@ class TuckerTensor:
 
     def inner(self, other: "TuckerTensor") -> float:
         """Frobenius inner product ``⟨X, Y⟩ = ⟨C_X, C_Y ×_i (U_i^T V_i)⟩`` in factored form."""
-        if not isinstance(other, TuckerTensor):
-            raise TypeError(f"other must be a TuckerTensor, got {type(other).__name__}")
+        check_instance(other, TuckerTensor, "other")
         if other.shape != self.shape:
             raise ValueError(f"other must have shape {self.shape}, got {other.shape}")
         cross = [U.T @ V for U, V in zip(self.factors, other.factors)]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tucker_ref._checks import as_float_array, check_positive_int
+from tucker_ref.checks import as_float_array, check_positive_int
 from tucker_ref.integrators.baselines import full_sgd_step
 from tucker_ref.testing.problems import Problem
 from tucker_ref.testing.strategies import random_orthonormal

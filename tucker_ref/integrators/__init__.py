@@ -2,18 +2,12 @@
 from them, optimizer state transport and the gradient-oracle protocol.
 
 Depends on the Tucker algebra, truncation and manifold only (never on ``tucker_ref.nn``):
-network layers talk to the steps through the oracle protocol of :mod:`.oracle`.
+network layers talk to the steps through the oracle protocol of :mod:`tucker_ref.gradient_oracle`.
 """
 
+from ..gradient_oracle import (DenseGradient, as_gradient_oracle, dense_gradient_or_none, gradient_at,
+                               is_gradient_callable, is_gradient_oracle)
 from .optim import LR_SCHEDULES, OPTIMIZERS, SGD, Adam, AdamW, HeavyBall, clip_factor, constant_lr, cosine_lr
-from .oracle import (
-    DenseGradient,
-    as_gradient_oracle,
-    dense_gradient_or_none,
-    gradient_at,
-    is_gradient_callable,
-    is_gradient_oracle,
-)
 from .steps import (
     S_STEP_GRADIENTS,
     VARIANTS,

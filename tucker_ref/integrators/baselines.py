@@ -2,7 +2,7 @@
 
 Same calling convention as the integrator steps of :mod:`.steps`: ``step(Y, grad, lr, …)``
 returns ``(Y_new, BaselineReport)``; ``grad`` is the dense gradient at ``Y`` (ndarray), a
-gradient oracle at ``Y`` or a callable ``point -> ndarray | oracle`` (:mod:`.oracle`); a
+gradient oracle at ``Y`` or a callable ``point -> ndarray | oracle`` (:mod:`tucker_ref.gradient_oracle`); a
 non-finite gradient or a negative ``lr`` raises ``ValueError`` and leaves ``Y`` unchanged
 (no step mutates its input).
 
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .._checks import as_float_array
+from ..checks import as_float_array, check_instance
 from ..manifold import core_unfolding_pinv
 from ..truncation import hosvd
 from ..tucker import TuckerTensor, multi_mode_product
@@ -78,12 +78,6 @@ class BaselineReport:
 
 def _orthonormality_defect(Y: TuckerTensor) -> float:
     return max(float(np.linalg.norm(U.T @ U - np.eye(U.shape[1], dtype=U.dtype), 2)) for U in Y.factors)
-
-
-def _check_tucker_point(Y, step: str) -> TuckerTensor:
-    if not isinstance(Y, TuckerTensor):
-        raise TypeError(f"{step}: Y must be a TuckerTensor, got {type(Y).__name__}")
-    return Y
 
 
 def _report(method, Y, Y_new, loss, loss_before, eta=0.0) -> BaselineReport:
@@ -175,7 +169,7 @@ def naive_factor_step(Y: TuckerTensor, grad, lr, *, loss=None, name: str | None 
     (TuckerTensor, BaselineReport)
     """
     step = step_label("naive_factor_step", name)
-    Y = _check_tucker_point(Y, step)
+    Y = check_instance(Y, TuckerTensor, f"{step}: Y")
     lr = check_lr(lr)
     oracle = oracle_at(grad, Y, step)
     loss_before = loss_at(loss, Y)
@@ -266,7 +260,7 @@ def direct_euler_step(Y: TuckerTensor, grad, lr, *, reorthonormalize: bool = Fal
         When the update overflows (the unstable regime); ``Y`` is unchanged.
     """
     step = step_label("direct_euler_step", name)
-    Y = _check_tucker_point(Y, step)
+    Y = check_instance(Y, TuckerTensor, f"{step}: Y")
     lr = check_lr(lr)
     if not isinstance(reorthonormalize, bool):
         raise TypeError(f"{step}: reorthonormalize must be a bool, got {reorthonormalize!r}")

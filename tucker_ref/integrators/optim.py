@@ -37,15 +37,12 @@ import numbers
 
 import numpy as np
 
-from .._checks import as_float_array, check_nonneg, check_positive_int
+from ..checks import as_float_array, check_nonneg, check_positive_int, check_unit_interval
 from ..tucker import multi_mode_product
 
-
-def _check_fraction(value, name: str, *, upper_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            0 <= value < 1 if upper_open else 0 <= value <= 1):
-        raise ValueError(f"{name} must be a real number in [0, 1{')' if upper_open else ']'}, got {value!r}")
-    return float(value)
+#: Heavy-ball ``β``: the default of :class:`HeavyBall` and of the trainer's ``--optimizer momentum``
+#: (why: :mod:`tucker_ref.training.config`).
+DEFAULT_MOMENTUM = 0.9
 
 
 class SGD:
@@ -134,9 +131,9 @@ class HeavyBall(SGD):
 
     name = "momentum"
 
-    def __init__(self, momentum: float = 0.9, weight_decay: float = 0.0):
+    def __init__(self, momentum: float = DEFAULT_MOMENTUM, weight_decay: float = 0.0):
         super().__init__(weight_decay)
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = check_unit_interval(momentum, "momentum")
 
     def direction(self, grad, state, param=None):
         grad = self._decayed(grad, param)
@@ -176,7 +173,7 @@ class Adam(SGD):
         super().__init__(weight_decay)
         if isinstance(betas, (str, bytes)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_check_fraction(betas[0], "betas[0]"), _check_fraction(betas[1], "betas[1]"))
+        self.betas = (check_unit_interval(betas[0], "betas[0]"), check_unit_interval(betas[1], "betas[1]"))
         self.eps = check_nonneg(eps, "eps", allow_none=False)
         if self.eps == 0:
             raise ValueError("eps must be > 0 (it keeps the direction finite where v = 0)")
@@ -299,5 +296,5 @@ def cosine_lr(lr: float, total_steps: int, lr_min: float = 0.0):
 LR_SCHEDULES = {"constant": lambda lr, total_steps: constant_lr(lr), "cosine": cosine_lr}
 
 
-__all__ = ["Adam", "AdamW", "HeavyBall", "LR_SCHEDULES", "OPTIMIZERS", "SGD", "clip_factor", "constant_lr",
-           "cosine_lr"]
+__all__ = ["DEFAULT_MOMENTUM", "Adam", "AdamW", "HeavyBall", "LR_SCHEDULES", "OPTIMIZERS", "SGD", "clip_factor",
+           "constant_lr", "cosine_lr"]

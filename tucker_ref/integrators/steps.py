@@ -18,7 +18,7 @@ Compositions:
   no truncation; its S-step gradient is taken at the projected point).
 
 The steps take the gradient as an ndarray (the dense ``∇L(Y0)``), a gradient oracle at ``Y0``,
-or a gradient callable ``point -> ndarray | oracle`` (see :mod:`.oracle`), and return
+or a gradient callable ``point -> ndarray | oracle`` (see :mod:`tucker_ref.gradient_oracle`), and return
 ``(Y_new, StepReport)``. None modifies its input ``Y``; a non-finite gradient raises
 ``ValueError`` naming the step (and the layer, via ``name``) before anything is changed,
 including the optimizer's state.
@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .._checks import as_float_array, check_nonneg
+from ..checks import as_float_array, check_nonneg, check_rank_bounds, check_tolerance
 from ..manifold import normal_component_norm, tangent_projection
 from ..tucker import TuckerTensor, multi_mode_product
 from .optim import SGD
@@ -50,8 +50,6 @@ from .substeps import (
     augment_basis,
     check_adaptive_modes,
     check_lr,
-    check_rank_bounds,
-    check_tolerance,
     galerkin_step,
     k_gradient,
     k_parametrization,

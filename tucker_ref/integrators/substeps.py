@@ -1,7 +1,7 @@
 """The substeps of one rank-adaptive BUG step (docs/algorithms.md §1–§3), each a public, inspectable function.
 
 Notation: ``Y0 = C0 ×_i U_i`` with orthonormal ``U_i`` (``n_i × r_i``), ``G = ∇L(Y0)``,
-``N_i = Mat_i(G ×_{j≠i} U_j^T)`` (from a gradient oracle, see :mod:`.oracle`), learning rate
+``N_i = Mat_i(G ×_{j≠i} U_j^T)`` (from a gradient oracle, see :mod:`tucker_ref.gradient_oracle`), learning rate
 ``λ``. One step is::
 
     Q_i, S_i, K_i = k_parametrization(Y0, i)            # 1a  Mat_i(C0) = S_i Q_i^T, K_i = U_i S_i
@@ -23,15 +23,9 @@ import numbers
 
 import numpy as np
 
-from .._checks import as_float_array, check_mode, check_nonneg
-from ..truncation import per_mode, fix_signs, orth, truncate
+from ..checks import as_float_array, check_instance, check_mode, check_nonneg, check_rank_bounds, check_tolerance
+from ..truncation import fix_signs, orth, truncate
 from ..tucker import TuckerTensor, unfold
-
-
-def _check_point(Y, name: str = "Y") -> TuckerTensor:
-    if not isinstance(Y, TuckerTensor):
-        raise TypeError(f"{name} must be a TuckerTensor, got {type(Y).__name__}")
-    return Y
 
 
 def check_lr(lr, name: str = "lr") -> float:
@@ -64,7 +58,7 @@ def k_parametrization(Y: TuckerTensor, mode: int):
     K : ndarray, shape ``(n_i, r_i)``, ``K = U_i S`` so that
         ``Y0 = Ten_i(K Q^T (⊗_{j≠i} U_j)^T)``
     """
-    Y = _check_point(Y)
+    Y = check_instance(Y, TuckerTensor, "Y")
     mode = check_mode(mode, Y.ndim)
     M = unfold(Y.core, mode)
     r, others = M.shape
@@ -115,7 +109,7 @@ def k_step(Y: TuckerTensor, mode: int, grad_K, lr) -> np.ndarray:
     ``K_i^0 = U_i S_i`` from :func:`k_parametrization` (deterministic, so ``grad_K`` computed
     with the ``Q_i`` of that function refers to the same parametrization).
     """
-    Y = _check_point(Y)
+    Y = check_instance(Y, TuckerTensor, "Y")
     lr = check_lr(lr)
     _, _, K0 = k_parametrization(Y, mode)
     grad_K = as_float_array(grad_K, "grad_K", ndim=2)
@@ -242,30 +236,6 @@ def check_adaptive_modes(adaptive_modes, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(modes))
 
 
-def check_tolerance(tau, theta):
-    """Validate the truncation tolerance: ``(tol, relative)`` for :func:`truncation.truncate`.
-
-    ``tau`` is relative (``ϑ = τ‖Ĉ1‖_F``), ``theta`` absolute; giving both is an error and
-    giving neither means ``τ = 0`` (keep every nonzero singular value).
-    """
-    if tau is not None and theta is not None:
-        raise ValueError("give at most one of tau (relative tolerance) and theta (absolute tolerance), not both")
-    if theta is not None:
-        return check_nonneg(theta, "theta"), False
-    tau = check_nonneg(tau, "tau")
-    return (0.0 if tau is None else tau), True
-
-
-def check_rank_bounds(rmin, rmax, ndim: int):
-    """Validate ``rmin``/``rmax`` (an int or one per mode; ``rmax=None`` = no cap) with ``rmin ≤ rmax``."""
-    lo = per_mode(rmin, ndim, "rmin", default=1)
-    hi = per_mode(rmax, ndim, "rmax", default=None)
-    for i in range(ndim):
-        if hi[i] is not None and lo[i] > hi[i]:
-            raise ValueError(f"rmin ({lo[i]}) must not exceed rmax ({hi[i]}) in mode {i}")
-    return lo, hi
-
-
 def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adaptive_modes=None,
                   fixed_ranks=None):
     """Rank-adaptive truncation of ``Ĉ1 ×_i Û_i`` (docs/algorithms.md §3), via :func:`truncation.truncate`.
@@ -308,7 +278,6 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
         raise TypeError(f"U_hat must be a list of {C_hat.ndim} matrices, got {type(U_hat).__name__}")
     d = C_hat.ndim
     tol, relative = check_tolerance(tau, theta)
-    lo, hi = check_rank_bounds(rmin, rmax, d)
     adaptive = check_adaptive_modes(adaptive_modes, d)
     T = TuckerTensor(C_hat, list(U_hat))
     if fixed_ranks is not None and (isinstance(fixed_ranks, (numbers.Integral, str, bytes)) or len(fixed_ranks) != d):
@@ -324,8 +293,8 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
         if target < C_hat.shape[i]:
             ranks[i] = int(target)
             modes.append(i)
-    out, report = truncate(T, ranks=ranks, tol=tol if adaptive else None, relative=relative, rmin=lo, rmax=hi,
-                           modes=modes)
+    tolerance = {("tau" if relative else "theta"): tol} if adaptive else {}
+    out, report = truncate(T, ranks=ranks, rmin=rmin, rmax=rmax, modes=modes, **tolerance)
     # A non-adaptive mode truncated back to its rank is not held to ϑ: record when it exceeds it
     # (the same ϑ as the report's; computed here too when no mode is adaptive).
     theta = report.threshold if report.threshold is not None else tol * (

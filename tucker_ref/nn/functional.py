@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .._checks import as_float_array
+from ..checks import as_float_array
 
 __all__ = [
     "ConvGeometry",

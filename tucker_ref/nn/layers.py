@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .._checks import as_float_array
+from ..checks import as_float_array
 from ..tucker import TuckerTensor
 from .functional import (
     conv2d,

@@ -30,7 +30,7 @@ import numbers
 
 import numpy as np
 
-from .._checks import SUPPORTED_DTYPES, check_ranks
+from ..checks import SUPPORTED_DTYPES, check_ranks
 from ..truncation import feasible_ranks, hosvd, is_feasible, rank_from_fraction
 from ..tucker import TuckerTensor, random_orthonormal
 from .layers import Conv2d, Flatten, Linear, LowRankLinear, MaxPool2d, ReLU, Sequential, TuckerConv2d

@@ -52,7 +52,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_mode
+from ..checks import as_float_array, check_mode
 from ..gradient_oracle import GradientOracle
 from ..tucker import TuckerTensor, mode_product, multi_mode_product, unfold
 from .functional import conv2d, conv2d_backward, conv2d_input_backward, conv2d_weight_backward, conv_geometry

@@ -40,10 +40,10 @@ import numbers
 
 import numpy as np
 
-from .._checks import as_float_array, check_nonneg, check_positive_int, check_ranks
+from ..checks import as_float_array, check_instance, check_nonneg, check_positive_int, check_ranks, check_rng
 from ..truncation import feasible_ranks, is_feasible
-from ..tucker import TuckerTensor, multi_mode_product, unfold
-from .strategies import conditioned_core, random_orthonormal
+from ..tucker import TuckerTensor, multi_mode_product, random_orthonormal, random_tucker, unfold
+from .strategies import conditioned_core
 
 
 def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:
@@ -54,12 +54,6 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, ...]:
     if not shape:
         raise ValueError(f"{name} must have at least one entry, got ()")
     return tuple(check_positive_int(n, f"{name}[{i}]") for i, n in enumerate(shape))
-
-
-def _check_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (seed it), got {type(rng).__name__}")
-    return rng
 
 
 def _check_step(lr) -> float:
@@ -139,7 +133,7 @@ class QuadraticRegression(Problem):
         """Gaussian ``A`` (entries ``N(0, 1/m)``) and ``b`` (entries ``N(0, 1)``), ``m`` rows."""
         shape = _check_shape(shape)
         m = check_positive_int(m, "m")
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         A = rng.standard_normal((m, math.prod(shape))) / math.sqrt(m)
         return cls(A, rng.standard_normal(m), shape)
 
@@ -172,8 +166,7 @@ class TuckerRegression(QuadraticRegression):
     """
 
     def __init__(self, A, planted: TuckerTensor):
-        if not isinstance(planted, TuckerTensor):
-            raise TypeError(f"planted must be a TuckerTensor, got {type(planted).__name__}")
+        check_instance(planted, TuckerTensor, "planted")
         W_star = planted.full()
         A = as_float_array(A, "A", ndim=2)
         if A.shape[1] != W_star.size:
@@ -212,13 +205,12 @@ class TuckerRegression(QuadraticRegression):
         if not is_feasible(ranks):
             raise ValueError(f"ranks must be feasible (r_i <= prod_(j!=i) r_j), got {ranks}; "
                              f"the largest feasible ranks below them are {feasible_ranks(ranks)}")
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         oversampling = check_nonneg(oversampling, "oversampling", allow_none=False)
         if oversampling < 1:
             raise ValueError(f"oversampling must be >= 1 (A needs m >= N rows to be injective), got {oversampling}")
         min_sigma = check_nonneg(min_sigma, "min_sigma", allow_none=False)
-        core = conditioned_core(rng, ranks, min_sigma)
-        planted = TuckerTensor(core, [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)])
+        planted = random_tucker(rng, shape, ranks, core=conditioned_core(rng, ranks, min_sigma))
         N = math.prod(shape)
         m = math.ceil(oversampling * N)
         return cls(rng.standard_normal((m, N)) / math.sqrt(m), planted)
@@ -273,7 +265,7 @@ class SoftmaxRegression(Problem):
         """Gaussian features and uniformly drawn labels."""
         shape = _check_shape(shape)
         n_samples = check_positive_int(n_samples, "n_samples")
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         X = rng.standard_normal((n_samples, math.prod(shape[1:])))
         return cls(X, rng.integers(0, shape[0], n_samples), shape)
 
@@ -376,11 +368,11 @@ class MovingTarget:
         bound's half (see the class docstring)."""
         shape = _check_shape(shape)
         ranks = check_ranks(ranks, shape)
-        rng = _check_rng(rng)
+        rng = check_rng(rng)
         steps = check_positive_int(steps, "steps")
         speed = check_nonneg(speed, "speed", allow_none=False)
-        core = conditioned_core(rng, ranks, min_sigma)
-        factors = [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)]
+        start = random_tucker(rng, shape, ranks, core=conditioned_core(rng, ranks, min_sigma))
+        core = start.core
         gens = []
         for n in shape:
             B = rng.standard_normal((n, n))
@@ -390,7 +382,7 @@ class MovingTarget:
         sigma_min = min(np.linalg.svd(unfold(core, i), compute_uv=False)[-1] for i in range(core.ndim))
         rate = rng.standard_normal(ranks)
         rate *= sigma_min / (2 * steps * _check_step(lr) * np.linalg.norm(rate))
-        return cls(core, rate, factors, gens, lr)
+        return cls(core, rate, start.factors, gens, lr)
 
     def target(self, k) -> TuckerTensor:
         """``A(t_k)``, ``t_k = kλ``, as a Tucker tensor with orthonormal factors."""
@@ -420,7 +412,7 @@ def core_with_mode_spectrum(rng: np.random.Generator, singular_values, m: int | 
       ``Mat_1(C)Mat_1(C)^T = Mat_2(C)Mat_2(C)^T = (Σσ_k²/m) I``: only mode 0 is ill conditioned,
       which makes the effect of a small ``σ_min(S_0)`` attributable to that mode alone.
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     sv = as_float_array(singular_values, "singular_values", ndim=1)
     r = sv.shape[0]
     if r < 1 or np.any(sv <= 0):

@@ -18,8 +18,9 @@ What is controlled (and checked inside the strategies with ``assert``):
   mode-``i`` singular values of ``X`` are those of ``Mat_i(C)`` (orthonormal factors).
 
 Other helpers import these for integrator and layer tests; the builders
-(:func:`~tucker_ref.tucker.random_orthonormal`, re-exported here, and :func:`conditioned_core`) are plain functions of a
-``numpy.random.Generator`` so that non-hypothesis code can reuse them.
+(:func:`~tucker_ref.tucker.random_orthonormal` and :func:`~tucker_ref.tucker.random_tucker`, re-exported
+here, and :func:`conditioned_core`) are plain functions of a ``numpy.random.Generator`` so that
+non-hypothesis code can reuse them; the strategies wrap them for hypothesis.
 
 Draws that exercise a claim. By default ranks are uniform in ``[1, n_i]``, which makes
 rank-1 and full-rank modes common — and on those many claims are trivially true (a
@@ -43,9 +44,9 @@ import numpy as np
 from hypothesis import event
 from hypothesis import strategies as st
 
-from .._checks import check_ranks
+from ..checks import check_ranks
 from ..truncation import feasible_ranks
-from ..tucker import TuckerTensor, mode_product, random_orthonormal, unfold
+from ..tucker import TuckerTensor, mode_product, random_orthonormal, random_tucker, unfold
 
 __all__ = [
     "ConvConfig",
@@ -56,6 +57,7 @@ __all__ = [
     "feasible_ranks_for",
     "planted_tensors",
     "random_orthonormal",
+    "random_tucker",
     "seeds",
     "shapes",
     "tucker_tensors",
@@ -235,8 +237,7 @@ def tucker_tensors(draw, min_order: int = 2, max_order: int = 4, min_dim: int = 
     rng = np.random.default_rng(seed)
     core = conditioned_core(rng, ranks, min_sigma, spread=spread, norm=10.0**exponent,
                             focus=focus_mode(shape, ranks) if focus else None)
-    factors = [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)]
-    return TuckerTensor(core.astype(dtype), [U.astype(dtype) for U in factors])
+    return random_tucker(rng, shape, ranks, core=core).astype(dtype)
 
 
 def tucker_example(shape, ranks, seed: int = 0, min_sigma: float = 1e-2, spread: float = 1.0, norm: float = 1.0,
@@ -250,8 +251,7 @@ def tucker_example(shape, ranks, seed: int = 0, min_sigma: float = 1e-2, spread:
     ranks = check_ranks(ranks, shape)
     rng = np.random.default_rng(seed)
     core = conditioned_core(rng, ranks, min_sigma, spread=spread, norm=norm, focus=focus)
-    factors = [random_orthonormal(rng, n, r) for n, r in zip(shape, ranks)]
-    return TuckerTensor(core.astype(dtype), [U.astype(dtype) for U in factors])
+    return random_tucker(rng, shape, ranks, core=core).astype(dtype)
 
 
 class DrawTally:

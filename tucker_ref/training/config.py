@@ -3,7 +3,8 @@
 Defaults and their reasons (the same text is in ``tucker-ref train --help`` and the README):
 
 * ``lr = 0.05``, ``batch_size = 128``: the LeNet5 / MNIST setting of the DLRT paper.
-* ``optimizer = "momentum"`` with ``momentum = 0.9`` (heavy ball): on the embedded 4,000/1,000
+* ``optimizer = "momentum"`` with ``momentum =`` :data:`~tucker_ref.integrators.optim.DEFAULT_MOMENTUM`
+  (heavy ball, 0.9): on the embedded 4,000/1,000
   subset plain SGD at lr 0.05 oscillates between 67% and 92% test accuracy over 10 epochs,
   while momentum 0.9 reaches 96.0% after 4 epochs (a PyTorch reference run). For TDLRT the
   optimizer's state lives on the core and follows every change of basis
@@ -47,13 +48,17 @@ import numbers
 import re
 from dataclasses import asdict, dataclass, fields
 
+from ..checks import check_nonneg, check_positive_int, check_unit_interval
+from ..integrators.optim import DEFAULT_MOMENTUM
+
 #: Methods the trainer runs (``--method``).
 METHODS = ("tdlrt", "full", "naive-tucker", "fixed-rank", "fixed-rank-layerwise", "riemannian")
 #: Methods whose conv layers and first dense layer are factorized.
 FACTORIZED_METHODS = ("tdlrt", "naive-tucker", "fixed-rank", "fixed-rank-layerwise", "riemannian")
 #: Methods whose integrator steps carry no momentum state: they run plain SGD.
 SGD_ONLY_METHODS = ("fixed-rank", "fixed-rank-layerwise", "riemannian")
-#: ``--variant`` values and the integrator variant each selects.
+#: ``--variant`` values (a command-line contract) -> the integrator's variant name
+#: (:data:`tucker_ref.integrators.steps.VARIANTS`): the one place the two vocabularies meet.
 VARIANTS = {"k_step": "k_step", "gradient": "augmented_gradient"}
 #: float32: measured 1.4-2× faster per step than float64 on 2 cores (TDLRT and full LeNet5);
 #: every array stays float32 end to end.
@@ -137,7 +142,7 @@ class TrainConfig:
 
     ``None`` means "the default" for ``optimizer`` (``momentum``; ``sgd`` with
     ``check_descent``, for :data:`SGD_ONLY_METHODS` and with ``momentum=0``), ``momentum``
-    (0.9 for ``momentum``), ``weight_decay`` (0.01 for ``adamw``, else 0), ``dtype``
+    (:data:`~tucker_ref.integrators.optim.DEFAULT_MOMENTUM` for ``momentum``), ``weight_decay`` (0.01 for ``adamw``, else 0), ``dtype``
     (:data:`DEFAULT_DTYPE`; float64 with ``check_descent``) and ``init_rank`` (full rank for
     ``tdlrt``, :data:`DEFAULT_INIT_RANK` otherwise).
     """
@@ -184,17 +189,14 @@ class TrainConfig:
         if c.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {c.variant!r}")
         for name in ("tau", "lr"):
-            value = getattr(c, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-            setattr(c, name, float(value))
+            setattr(c, name, check_nonneg(getattr(c, name), name, allow_none=False))
         if c.lr == 0:
             raise ValueError("lr must be > 0, got 0")
         for name in ("epochs", "batch_size", "log_every", "rmin", "s_steps"):
-            _positive_int(c, name)
+            setattr(c, name, check_positive_int(getattr(c, name), name))
         for name in ("rmax", "train_subset", "test_subset", "max_steps"):
             if getattr(c, name) is not None:
-                _positive_int(c, name)
+                setattr(c, name, check_positive_int(getattr(c, name), name))
         if c.rmax is not None and c.rmax < c.rmin:
             raise ValueError(f"rmax ({c.rmax}) must be >= rmin ({c.rmin})")
         if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or c.seed < 0:
@@ -255,15 +257,14 @@ class TrainConfig:
 def _validate_optimizer(c: TrainConfig) -> None:
     """Resolve and check ``optimizer``, ``momentum``, ``weight_decay``, ``lr_schedule``, ``clip_grad_norm``."""
     plain_sgd = c.check_descent or c.method in SGD_ONLY_METHODS
-    if c.momentum is not None and (isinstance(c.momentum, bool) or not isinstance(c.momentum, numbers.Real)
-                                   or not 0 <= c.momentum < 1):
-        raise ValueError(f"momentum must be a number in [0, 1), got {c.momentum!r}")
+    if c.momentum is not None:
+        check_unit_interval(c.momentum, "momentum")
     if c.optimizer is None:
         c.optimizer = "sgd" if c.momentum == 0 or (plain_sgd and c.momentum is None) else "momentum"
     if c.optimizer not in OPTIMIZER_NAMES:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZER_NAMES)}, got {c.optimizer!r}")
     if c.optimizer == "momentum":
-        c.momentum = 0.9 if c.momentum is None else float(c.momentum)
+        c.momentum = DEFAULT_MOMENTUM if c.momentum is None else float(c.momentum)
     elif c.momentum not in (None, 0):
         raise ValueError(f"momentum applies to --optimizer momentum only, got momentum {c.momentum} with "
                          f"optimizer {c.optimizer}")
@@ -279,12 +280,7 @@ def _validate_optimizer(c: TrainConfig) -> None:
     if c.weight_decay is None:
         c.weight_decay = ADAMW_WEIGHT_DECAY if c.optimizer == "adamw" else 0.0
     for name in ("weight_decay", "clip_grad_norm"):
-        value = getattr(c, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        setattr(c, name, float(value))
+        setattr(c, name, check_nonneg(getattr(c, name), name))
     if c.clip_grad_norm == 0:
         raise ValueError("clip_grad_norm must be > 0 (leave it unset for no clipping), got 0")
     if c.clip_grad_norm is not None and c.method in SGD_ONLY_METHODS:
@@ -294,9 +290,3 @@ def _validate_optimizer(c: TrainConfig) -> None:
     if c.lr_schedule not in LR_SCHEDULE_NAMES:
         raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULE_NAMES)}, got {c.lr_schedule!r}")
 
-
-def _positive_int(c: TrainConfig, name: str) -> None:
-    value = getattr(c, name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    setattr(c, name, int(value))

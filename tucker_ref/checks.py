@@ -1,13 +1,20 @@
-"""Argument validation shared by every module.
+"""Argument validation shared by every module: the one place a check and its message are written.
 
 Each helper raises ``ValueError`` or ``TypeError`` with a message that names the
 argument and the expected form, so that a user's script fails at the call that was
-wrong and not three layers further down.
+wrong and not three layers further down. A public function validates its arguments once,
+here, and passes the validated values on.
+
+The truncation tolerance has one vocabulary from the command line down to the rule
+(docs/algorithms.md §3): the relative tolerance ``tau`` (``ϑ = τ‖C‖_F``) or the absolute
+threshold ``theta`` (``ϑ = θ``), checked by :func:`check_tolerance`; the clamp interval of
+the rank-adaptive ranks is ``rmin``/``rmax``, checked by :func:`check_rank_bounds`.
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -64,6 +71,27 @@ def check_nonneg(value, name: str, *, allow_none: bool = True):
     return value
 
 
+def check_instance(value, cls: type, name: str):
+    """``value`` itself when it is a ``cls``; else ``TypeError`` naming ``name`` and the type received."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+    return value
+
+
+def check_unit_interval(value, name: str) -> float:
+    """Validate a real number in ``[0, 1)`` (a momentum ``β``, an Adam ``β_1``/``β_2``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a real number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_rng(rng, name: str = "rng") -> np.random.Generator:
+    """Validate a random generator: a seeded ``numpy.random.Generator`` (so that draws replay)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{name} must be a numpy.random.Generator, got {type(rng).__name__}")
+    return rng
+
+
 def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -88,6 +116,54 @@ def check_ranks(ranks, shape, name: str = "ranks") -> tuple[int, ...]:
             raise ValueError(f"{name}[{i}] = {r} exceeds the dimension n_{i} = {n} of mode {i}")
         out.append(int(r))
     return tuple(out)
+
+
+def check_tolerance(tau, theta) -> tuple[float, bool]:
+    """Validate a truncation tolerance: ``(value, relative)`` with ``ϑ = value·‖C‖_F`` when ``relative``.
+
+    ``tau`` is relative (``ϑ = τ‖C‖_F``), ``theta`` the absolute threshold (``ϑ = θ``);
+    giving both is an error and giving neither means ``τ = 0`` (keep every nonzero singular value).
+    """
+    if tau is not None and theta is not None:
+        raise ValueError("give at most one of tau (relative tolerance) and theta (absolute tolerance), not both")
+    if theta is not None:
+        return check_nonneg(theta, "theta"), False
+    tau = check_nonneg(tau, "tau")
+    return (0.0 if tau is None else tau), True
+
+
+def per_mode(value, d, name, default):
+    """A per-mode setting (``rmin``, ``rmax``) from one int, ``None`` or one entry per mode, validated."""
+    if value is None:
+        return [default] * d
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [int(value)] * d
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an int or a sequence of {d} ints, got {value!r}")
+    value = list(value)
+    if len(value) != d:
+        raise ValueError(f"{name} must be an int or one entry per mode ({d}), got {value!r}")
+    for i, v in enumerate(value):
+        if v is None:
+            value[i] = default
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}[{i}] must be a positive integer, got {v!r}")
+        value[i] = int(v)
+    return value
+
+
+def check_rank_bounds(rmin, rmax, ndim: int):
+    """Validate ``rmin``/``rmax`` (an int or one per mode; ``rmax=None`` = no cap) with ``rmin ≤ rmax``.
+
+    Returns the per-mode lists ``(rmin_i, rmax_i)`` (``rmax_i`` ``None`` where uncapped).
+    """
+    lo = per_mode(rmin, ndim, "rmin", default=1)
+    hi = per_mode(rmax, ndim, "rmax", default=None)
+    for i in range(ndim):
+        if hi[i] is not None and lo[i] > hi[i]:
+            raise ValueError(f"rmin ({lo[i]}) must not exceed rmax ({hi[i]}) in mode {i}")
+    return lo, hi
 
 
 def eps_of(dtype) -> float:
