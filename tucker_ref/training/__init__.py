@@ -6,7 +6,8 @@ checkpoints, metrics and plots.
 only parses arguments and calls :func:`train`.
 
 Modules: :mod:`.config` (settings and defaults), :mod:`.methods` (one update rule per
-method), :mod:`.trainer` (the loop and the files of a run), :mod:`.checkpoint`,
+method), :mod:`.trainer` (data, model and the loop), :mod:`.runstate` (the state of a run
+and its checkpoint), :mod:`.records` (the logs and the summary of a run), :mod:`.checkpoint`,
 :mod:`.metrics` (parameter counts, compression, spectra), :mod:`.rundir` (one run per
 directory, nothing of the user's replaced), :mod:`.runfiles` (JSON / JSON lines, atomic
 writes), :mod:`.progress`, :mod:`.plots`.

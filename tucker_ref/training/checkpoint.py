@@ -22,7 +22,7 @@ must be a ``checkpoint-<step>.npz`` in the same directory whose SHA-256 equals
 ``arrays_sha256`` is one of those fields, the checksum covers the arrays too). Every failure
 raises :class:`CheckpointError` naming the file, saying what is wrong and what to do. The
 caller checks its own fields with :func:`check_fields` (the trainer's schema is
-:data:`~tucker_ref.training.trainer.CHECKPOINT_FIELDS`).
+:data:`~tucker_ref.training.runstate.CHECKPOINT_FIELDS`).
 
 Format 1 (written before checksums existed) is still read: its ``arrays_sha256`` is checked,
 its other fields are covered by no checksum.

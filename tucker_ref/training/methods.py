@@ -60,7 +60,7 @@ from ..integrators.optim import OPTIMIZERS, HeavyBall, clip_factor
 from ..integrators.steps import (augment, cycle_report, fixed_rank_bug_step, fixed_rank_projected_point,
                                  fixed_rank_s_step, galerkin_gradient, s_step, truncate_cycle)
 from ..tucker import TuckerTensor
-from .config import VARIANTS
+from .config import DEFAULT_INIT_RANK, VARIANTS
 
 
 def adaptive_modes_for(ndim: int, setting) -> tuple[int, ...]:
@@ -112,10 +112,20 @@ def plain_gradient_keys(model, grads: dict) -> list[str]:
 class UpdateRule:
     """Base class: the optimizer for dense parameters and its state, checkpointable.
 
+    Besides the step, a rule says what the trainer needs to know of its method: where its
+    ranks start (:attr:`default_init_rank`, :meth:`initial_rank_caps`), whether it chooses
+    them (:attr:`chooses_ranks`), and the terms of the descent bound for ``--check-descent``
+    (:meth:`descent_terms`).
+
     Parameters
     ----------
     config : validated :class:`~tucker_ref.training.config.TrainConfig`
     """
+
+    #: ``init_rank`` of the factorized layers an explicit per-layer ``--init-rank`` does not name.
+    default_init_rank = DEFAULT_INIT_RANK
+    #: Whether the step chooses the ranks (by ``tau``): the summary then shows where they started.
+    chooses_ranks = False
 
     def __init__(self, config):
         self.config = config
@@ -139,6 +149,21 @@ class UpdateRule:
     def gradient_keys(self, model, grads) -> list[str]:
         """Names in ``model.grads`` that :meth:`step` reads (the trainer checks them for NaN/Inf)."""
         return list(grads)
+
+    @classmethod
+    def initial_rank_caps(cls, shape, config) -> list:
+        """Per-mode caps of a factorized weight's initial ranks (``None``: no cap)."""
+        return [None] * len(shape)
+
+    def descent_terms(self, reports: dict, plain_sq: float) -> tuple:
+        """``(‖Π∇L(Y0)‖², η)`` of the step just taken (``(None, None)``: not of the bound's form).
+
+        The terms of the descent bound in the ``--check-descent`` record
+        (:func:`~tucker_ref.training.records.descent_record`). ``reports`` are the step's layer
+        reports, ``plain_sq`` is ``Σ ‖g‖²`` over the parameters outside the factorized weights
+        (where Π is the identity).
+        """
+        return None, None
 
     def clip_scale(self, squared_norm: float) -> float:
         """The factor that clips gradients of joint squared norm ``squared_norm`` (1 without clipping)."""
@@ -182,6 +207,10 @@ def _grouped(arrays: dict, prefix: str) -> dict:
 
 class FullUpdate(UpdateRule):
     """Dense model: the optimizer on every parameter."""
+
+    def descent_terms(self, reports, plain_sq):
+        # Every parameter is dense: Π is the identity and nothing is truncated.
+        return plain_sq, 0.0
 
     def step(self, model, lr, regrad, close_cycle=True):
         grads = model.grads
@@ -250,10 +279,25 @@ class TDLRTUpdate(UpdateRule):
     "ranks_before": …, "ranks_augmented": …}``.
     """
 
+    #: Full rank (capped by :meth:`initial_rank_caps`), so that ``tau`` decides the ranks.
+    default_init_rank = None
+    chooses_ranks = True
+
+    @classmethod
+    def initial_rank_caps(cls, shape, config):
+        """The ``rmax`` / ``rmax_fraction`` caps of :func:`rank_bounds`.
+
+        A start above them would be cut at the first truncation anyway."""
+        return rank_bounds(shape, config)[1]
+
     def __init__(self, config):
         super().__init__(config)
         self.layer_optimizers: dict = {}
         self.cycles: dict = {}
+
+    def descent_terms(self, reports, plain_sq):
+        proj_sq = plain_sq + sum(r["proj_grad_norm"] ** 2 for r in reports.values())
+        return proj_sq, math.sqrt(sum(r["eta"] ** 2 for r in reports.values()))
 
     def gradient_keys(self, model, grads) -> list[str]:
         return plain_gradient_keys(model, grads)

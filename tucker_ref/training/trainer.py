@@ -38,7 +38,7 @@ writes into ``config.out``:
     after its last checkpoint) has the same fields as an uninterrupted one.
 ``checkpoint.json`` + ``checkpoint-<step>.npz`` — after every epoch (and when ``--max-steps``
     stops the run): parameters, optimizer state, the mini-batch RNG state, counters, the data
-    fingerprint (:mod:`~tucker_ref.training.checkpoint`; fields :data:`CHECKPOINT_FIELDS`).
+    fingerprint (:mod:`~tucker_ref.training.runstate`; fields :data:`CHECKPOINT_FIELDS`).
     ``--resume`` checks the checkpoint (checksum, schema, counters) and that the data are those
     it was trained on, then continues bit for bit.
 ``curves.png``, ``ranks.png``, ``core_spectra.png`` — unless ``--no-plots``.
@@ -54,7 +54,8 @@ Reproducibility: the initialization comes from ``seed`` (:func:`tucker_ref.nn.mo
 children 0 and 1 of ``SeedSequence(seed)``), the mini-batch order from child 2. The
 permutation of an epoch is drawn at its start from that generator; a checkpoint stores the
 generator state at the start of the current epoch and the number of mini-batches done, so a
-resumed run redraws the same permutation and skips what was done.
+resumed run redraws the same permutation and skips what was done
+(:class:`~tucker_ref.training.runstate.RunState`).
 
 Divergence: a non-finite loss, gradient or parameter stops the run with
 :class:`TrainingDiverged` before anything else is written; the last checkpoint (the end of
@@ -63,6 +64,12 @@ the last good epoch) is left untouched.
 Data: an empty split, non-finite pixels, a ``--train-subset`` / ``--test-subset`` larger than
 the split and a ``--validation`` split that leaves no training image are refused before the
 model is built (``ValueError`` naming the data).
+
+Code: this module sets a run up (data, model) and runs its loop (:func:`train`); each
+method's update rule and what the loop needs to know of it are in
+:mod:`~tucker_ref.training.methods`, the run's state and checkpoint in
+:mod:`~tucker_ref.training.runstate`, the records and the summary in
+:mod:`~tucker_ref.training.records`.
 """
 
 from __future__ import annotations
@@ -84,40 +91,28 @@ from ..nn.models import LENET5_WEIGHT_SHAPES, lenet5
 from ..truncation import feasible_ranks, rank_from_fraction
 from ..tucker import TuckerTensor
 from . import checkpoint as ckpt
-from .config import DEFAULT_INIT_RANK, FACTORIZED_METHODS, TrainConfig
-from .methods import adaptive_modes_for, make_update_rule, plain_gradient_keys, rank_bounds
-from .metrics import accuracy, core_spectra, parameter_report, ranks_of
+from .config import FACTORIZED_METHODS, TrainConfig
+from .methods import RULES, adaptive_modes_for, make_update_rule, plain_gradient_keys
+from .metrics import accuracy, ranks_of
 from .progress import ProgressLine
+from .records import (CHANCE_Z, EVAL_BATCH_SIZE, RunLog, chance_level, descent_record, evaluate,
+                      format_summary)
 from .rundir import RunDirectory
-from .runfiles import append_jsonl, keep_jsonl, read_jsonl, write_json
+from .runstate import (CHECKPOINT_FIELDS, CHECKPOINT_SUMS_FIELDS, PER_INVOCATION, RESUMABLE_OVERRIDES, RunState,
+                       StoredRun, save_run_checkpoint)
 
-#: Mini-batch size of the evaluation passes (memory bound: the im2col of conv2 at 500 images
-#: is 16M entries).
-EVAL_BATCH_SIZE = 500
+__all__ = [
+    "EVAL_BATCH_SIZE", "SUBSET_SEED", "VALIDATION_SEED", "PER_INVOCATION", "RESUMABLE_OVERRIDES", "CHECKPOINT_FIELDS",
+    "CHECKPOINT_SUMS_FIELDS", "CHANCE_Z", "TrainingDiverged", "initial_ranks", "build_model", "load_dense_model",
+    "validation_split", "load_data", "data_fingerprint", "chance_level", "evaluate", "descent_record",
+    "format_summary", "train",
+]
+
 #: Seed of the choice of ``--train-subset`` / ``--test-subset`` examples: fixed, so that runs
 #: with different ``--seed`` see the same examples.
 SUBSET_SEED = 0
 #: Seed of the stratified choice of the ``--validation`` images (fixed for every ``--seed``).
 VALIDATION_SEED = 1
-#: Settings of one invocation: a resumed run takes them from its own arguments, never from the
-#: checkpoint (``max_steps`` stops this invocation only; a resume without it runs to ``epochs``).
-PER_INVOCATION = ("max_steps", "log_every", "quiet", "plots", "overwrite")
-#: Settings that a resumed run may change when given explicitly; every other setting comes
-#: from the checkpoint. Changing ``lr`` (e.g. to continue a diverged run from its last good
-#: checkpoint with a smaller one) of course ends the bit-identity with the original run.
-RESUMABLE_OVERRIDES = ("epochs", "lr")
-#: Fields of a training checkpoint's ``checkpoint.json`` besides the reserved ones, with their
-#: kinds (:func:`~tucker_ref.training.checkpoint.check_fields`; ``?``: absent in checkpoints
-#: written before the field existed, which resume without that check).
-CHECKPOINT_FIELDS = {"step": "count", "epoch": "count", "batch_in_epoch": "count", "epoch_rng_state": "object",
-                     "sums": "object", "train_time_s": "number", "epoch_time_s": "number?", "config": "object",
-                     "ranks": "object", "data_fingerprint": "string?"}
-#: Fields of ``sums`` (the running sums of the current epoch) in a checkpoint.
-CHECKPOINT_SUMS_FIELDS = {"loss": "number", "correct": "count", "seen": "count"}
-#: Standard errors of the majority-digit rate that a final test accuracy must exceed not to
-#: count as chance level (:func:`chance_level`): 3 keeps a collapsed network (one digit for
-#: every image) from passing by luck on a test set of a few hundred images.
-CHANCE_Z = 3.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -125,21 +120,24 @@ class TrainingDiverged(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------
-# model, data, evaluation
+# model, data
 # ---------------------------------------------------------------------------------------
 def initial_ranks(config: TrainConfig) -> dict | None:
     """Initial ranks ``{layer: tuple}`` of the factorized layers (``None`` for ``full``).
 
     Frozen (non-adaptive) modes start and stay at full rank. On adaptive modes a fraction
     ``f`` gives ``max(1, ⌈f n_i⌉)``, an integer ``r`` gives ``min(r, n_i)``, ``None`` (the
-    ``tdlrt`` default) gives ``n_i``; for ``tdlrt`` these are then capped by ``rmax`` /
-    ``rmax_fraction`` (:func:`~tucker_ref.training.methods.rank_bounds`). Explicit per-layer
-    ranks are used as given (layers not named use the default). The result is made feasible
-    (``r_i ≤ ∏_{j≠i} r_j``).
+    ``tdlrt`` default) gives ``n_i``; these are then capped by the method's
+    :meth:`~tucker_ref.training.methods.UpdateRule.initial_rank_caps` (for ``tdlrt`` ``rmax`` /
+    ``rmax_fraction``, :func:`~tucker_ref.training.methods.rank_bounds`). Explicit per-layer
+    ranks are used as given (layers not named use the method's
+    :attr:`~tucker_ref.training.methods.UpdateRule.default_init_rank`). The result is made
+    feasible (``r_i ≤ ∏_{j≠i} r_j``).
     """
     if config.method not in FACTORIZED_METHODS:
         return None
-    default = None if config.method == "tdlrt" else DEFAULT_INIT_RANK
+    rule_class = RULES[config.method]
+    default = rule_class.default_init_rank
     out = {}
     for name in ("conv1", "conv2", "fc1"):
         shape = LENET5_WEIGHT_SHAPES[name]
@@ -150,7 +148,7 @@ def initial_ranks(config: TrainConfig) -> dict | None:
                 continue
             spec = default
         adaptive = adaptive_modes_for(len(shape), config.adaptive_modes)
-        caps = rank_bounds(shape, config)[1] if config.method == "tdlrt" else [None] * len(shape)
+        caps = rule_class.initial_rank_caps(shape, config)
         ranks = []
         for i, n in enumerate(shape):
             if i not in adaptive:
@@ -260,101 +258,6 @@ def data_fingerprint(train, test, validation=None) -> str:
     return hashlib.sha256(";".join(parts).encode()).hexdigest()
 
 
-def chance_level(labels, accuracy=None, z: float = CHANCE_Z) -> dict:
-    """Whether a test accuracy is at chance level on a test set with ``labels``.
-
-    ``majority_accuracy`` ``p`` is the accuracy of always answering the most frequent digit;
-    ``threshold = p + z·sqrt(p(1 − p)/n)`` (``n`` test images, ``z`` standard errors of the
-    binomial rate); ``at_chance = accuracy <= threshold`` (``None`` without an accuracy). On
-    the default 1,000 balanced test images the threshold is 12.8%; a collapsed network that
-    answers one digit for every image scores about ``p``.
-    """
-    labels = np.asarray(labels)
-    n = labels.size
-    p = float(np.bincount(labels).max()) / n
-    threshold = p + z * math.sqrt(p * (1 - p) / n)
-    return {"majority_accuracy": p, "threshold": threshold, "test_images": int(n),
-            "at_chance": None if accuracy is None else bool(accuracy <= threshold)}
-
-
-def evaluate(model, dataset, batch_size: int = EVAL_BATCH_SIZE) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of ``model`` on ``dataset`` (forward passes only)."""
-    loss_sum, correct = 0.0, 0
-    for x, y in iterate_minibatches(dataset, batch_size, None):
-        logits = model.forward(x)
-        loss, _ = softmax_cross_entropy(logits, y)
-        loss_sum += float(loss) * len(y)
-        correct += int(np.sum(np.argmax(logits, axis=1) == y))
-    return loss_sum / len(dataset), correct / len(dataset)
-
-
-def descent_record(loss_before, loss_after, lr, proj_grad_sq, eta, grad_norm_before, grad_norm_after) -> dict:
-    """The ``--check-descent`` record of one plain-SGD step, measured on one mini-batch.
-
-    The descent bound of docs/theory.md §5: ``L(Y1) ≤ L(Y0) − λ(1 − λL/2)‖Π∇L(Y0)‖² + B·η``.
-    The network loss is not L-smooth globally, so ``L`` and ``B`` are left to the analysis
-    (docs/validation.md §4 estimates ``L̂``, ``B̂``); logged here per step:
-
-    * ``loss_before``, ``loss_after``, ``observed_change`` = ``L(Y1) − L(Y0)`` on the same batch;
-    * ``lr``; ``proj_grad_sq`` = ``‖Π∇L(Y0)‖²`` over all parameters (the factorized layers'
-      ``proj_grad_norm²`` plus the squared gradients of the dense parameters, for which Π is
-      the identity); ``first_order_term`` = ``−λ·proj_grad_sq``;
-    * ``eta`` = ``sqrt(Σ_layers η²)``, the truncation distance of the whole parameter vector;
-    * ``grad_norm_before`` / ``grad_norm_after`` = ``‖∇L‖`` over all parameters (dense kernel
-      gradients) at ``Y0`` and ``Y1``, from which ``B̂`` can be bounded;
-      ``eta_term`` = ``grad_norm_after·eta``.
-
-    ``proj_grad_sq`` and ``eta`` are ``None`` for methods whose step is not of that form
-    (``naive-tucker``, ``fixed-rank``, ``riemannian``).
-    """
-    return {
-        "loss_before": loss_before,
-        "loss_after": loss_after,
-        "observed_change": loss_after - loss_before,
-        "lr": lr,
-        "proj_grad_sq": proj_grad_sq,
-        "first_order_term": None if proj_grad_sq is None else -lr * proj_grad_sq,
-        "eta": eta,
-        "grad_norm_before": grad_norm_before,
-        "grad_norm_after": grad_norm_after,
-        "eta_term": None if eta is None else grad_norm_after * eta,
-    }
-
-
-def format_summary(summary: dict) -> str:
-    """The lines printed at the end of ``tucker-ref train``."""
-    lines = [f"{summary['method']} on {summary['dataset']}: status {summary['status']}"]
-    final = summary.get("final") or {}
-    if final.get("test_accuracy") is not None:
-        lines.append(f"  test accuracy {100 * final['test_accuracy']:.2f}% (test loss {final['test_loss']:.4f}) after "
-                     f"{summary['epochs_completed']} epoch(s), {summary['steps']} steps")
-    if final.get("validation_accuracy") is not None:
-        lines.append(f"  validation accuracy {100 * final['validation_accuracy']:.2f}% "
-                     f"(loss {final['validation_loss']:.4f})")
-    args = summary.get("args") or {}
-    initial = summary.get("initial_ranks") or {}
-    if summary["method"] == "tdlrt" and initial:
-        start = "a full-rank start" if args.get("init_rank") is None and args.get("rmax_fraction") is None else \
-            "the initial ranks"
-        lines.append(f"  ranks found by tau = {args.get('tau')} from {start} (initial -> final):")
-    for name, ranks in (summary.get("ranks") or {}).items():
-        before = f"{tuple(initial[name])} -> " if summary["method"] == "tdlrt" and name in initial else ""
-        lines.append(f"  ranks {name}: {before}{tuple(ranks)}")
-    comp = summary.get("compression") or {}
-    if comp.get("conv") is not None:
-        lines.append(f"  compression: conv layers {100 * comp['conv']:.2f}%, whole network "
-                     f"{100 * comp['network']:.2f}% (weights only, biases excluded)")
-    if summary.get("time_per_epoch_s") is not None:
-        lines.append(f"  time per epoch {summary['time_per_epoch_s']:.2f} s, "
-                     f"per step {1e3 * summary['time_per_step_s']:.1f} ms")
-    if summary.get("message"):
-        lines.append(f"  {summary['message']}")
-    for warning in summary.get("warnings") or ():
-        lines.append(f"  WARNING: {warning}")
-    lines.append(f"  files in {summary['out']}")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------
@@ -412,114 +315,131 @@ def _overflow_is_divergence(where: str, invalid: bool = False):
 
 
 class _Run:
+    """One invocation of a run: its setup (fresh, or from the checkpoint), then its epochs."""
+
     def __init__(self, config: TrainConfig, explicit: frozenset, stream, run_dir: RunDirectory):
-        self.run_dir = run_dir
         self.out = run_dir.path
-        self.stream = sys.stderr if stream is None else stream
-        self.steps_path = self.out / "steps.jsonl"
-        self.metrics_path = self.out / "metrics.jsonl"
-        self.checkpoint_path = self.out / ckpt.CHECKPOINT_JSON
-        if config.resume:
-            arrays, meta = ckpt.load_checkpoint(self.out)
-            ckpt.check_fields(meta, CHECKPOINT_FIELDS, self.checkpoint_path)
-            ckpt.check_fields(meta["sums"], CHECKPOINT_SUMS_FIELDS, f"{self.checkpoint_path} (field 'sums')")
-            config = self._resumed_config(config, explicit, meta, self.checkpoint_path)
+        stored = StoredRun(self.out) if config.resume else None
+        if stored is not None:
+            config = stored.resumed_config(config, explicit)
         self.config = config
+        self.stream = sys.stderr if stream is None else stream
         self.train_set, self.test_set = load_data(config)
-        self.validation_set = None
+        validation_set = None
         if config.validation:
-            self.train_set, self.validation_set = validation_split(self.train_set, config.validation)
-        self.data_fingerprint = data_fingerprint(self.train_set, self.test_set, self.validation_set)
+            self.train_set, validation_set = validation_split(self.train_set, config.validation)
+        self.data_fingerprint = data_fingerprint(self.train_set, self.test_set, validation_set)
         self.model = build_model(config)
-        self.initial_ranks = ranks_of(self.model)
+        initial = ranks_of(self.model)
         self.rule = make_update_rule(config)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
         self.lr_at = LR_SCHEDULES[config.lr_schedule](config.lr, config.epochs * self.steps_per_epoch)
-        if config.resume:
-            self._restore(arrays, meta)
+        if stored is None:
+            self.state = RunState.fresh(config.seed)
         else:
-            self.rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(3)[2])
-            self.epoch_rng_state = ckpt.rng_state(self.rng)
-            self.step = self.epoch = self.batch_in_epoch = 0
-            self.sums = {"loss": 0.0, "correct": 0, "seen": 0}
-            self.train_time = 0.0
-            self.epoch_time_before = 0.0
-        self.run_dir.check_writable([self.steps_path, self.metrics_path])
+            self.state = stored.restore(self.model, self.rule, self.steps_per_epoch, self.data_fingerprint,
+                                        config.data)
+        self.log = RunLog(self.out, config, train_set=self.train_set, test_set=self.test_set,
+                          validation_set=validation_set, data_fingerprint=self.data_fingerprint,
+                          initial_ranks=initial, steps_per_epoch=self.steps_per_epoch)
+        run_dir.check_writable([self.log.steps_path, self.log.metrics_path])
         # Everything is checked: from here on the run writes.
-        self.run_dir.started()
-        # A partial epoch record (of a --max-steps stop) is replaced by the record of the
-        # continued epoch; it stays while this run has not finished that epoch, so that a
-        # resume that stops at once reports what the interrupted run did.
-        self.partial_record = bool(config.resume and self.batch_in_epoch)
-        if config.resume:
-            # Arrays of a write that was cut before or after its commit go, and so do lines
-            # logged after the checkpoint by the interrupted run.
-            for stale in ckpt.stale_array_files(self.out):
-                stale.unlink(missing_ok=True)
-            keep_jsonl(self.steps_path, lambda r: r["step"] <= self.step)
-            keep_jsonl(self.metrics_path, lambda r: r["step"] <= self.step
-                       and (not r["partial"] or r["step"] == self.step))
-        self.checkpoint_step = self.step if config.resume else None
+        run_dir.started()
+        if stored is not None:
+            stored.discard_stale_arrays()
+            self.log.resume_at(self.state.step, mid_epoch=bool(self.state.batch_in_epoch))
+        self.checkpoint_step = None if stored is None else self.state.step
 
-    # -- resume ------------------------------------------------------------------------
-    @staticmethod
-    def _resumed_config(config: TrainConfig, explicit: frozenset, meta: dict, source) -> TrainConfig:
+    def run(self) -> dict:
+        c, s = self.config, self.state
+        progress = ProgressLine(self.steps_per_epoch, stream=self.stream, enabled=not c.quiet)
+        status, message = "completed", None
         try:
-            saved = TrainConfig.from_dict(meta["config"]).validated()
-        except (TypeError, ValueError) as exc:
-            raise ckpt.CheckpointError(f"{source}: field 'config' holds no valid settings ({exc}); restore the run "
-                                       "directory from a copy, or start the run over with --overwrite") from None
-        fixed = explicit - set(RESUMABLE_OVERRIDES) - set(PER_INVOCATION) - {"resume", "out"}
-        conflicts = [f"{name}: given {getattr(config, name)!r}, checkpoint has {getattr(saved, name)!r}"
-                     for name in sorted(fixed) if getattr(config, name) != getattr(saved, name)]
-        if conflicts:
-            raise ValueError("a resumed run continues with the settings of its checkpoint; these differ: "
-                             + "; ".join(conflicts))
-        overrides = {k: getattr(config, k) for k in RESUMABLE_OVERRIDES if k in explicit}
-        overrides.update({k: getattr(config, k) for k in PER_INVOCATION})
-        return dataclasses.replace(saved, resume=True, out=config.out, **overrides)
+            while s.epoch < c.epochs:
+                if self._max_steps_reached(s.step):
+                    status = "max_steps"
+                    break
+                epoch_start = time.perf_counter()
+                for b, (x, y) in enumerate(iterate_minibatches(self.train_set, c.batch_size, s.rng)):
+                    if b < s.batch_in_epoch:
+                        continue
+                    last = b + 1 == self.steps_per_epoch or self._max_steps_reached(s.step + 1)
+                    record = self._train_step(x, y, close_cycle=last)
+                    s.batch_in_epoch = b + 1
+                    if s.batch_in_epoch % c.log_every == 0 or s.batch_in_epoch == self.steps_per_epoch:
+                        progress.update(s.batch_in_epoch, self._progress_text(record["ranks"]))
+                    if self._max_steps_reached(s.step):
+                        break
+                if self._end_epoch(time.perf_counter() - epoch_start, progress):
+                    status = "max_steps"
+                    break
+        except TrainingDiverged as exc:
+            progress.finish()
+            kept = ("no checkpoint had been written yet" if self.checkpoint_step is None else
+                    f"the last good checkpoint (step {self.checkpoint_step}) was kept unchanged")
+            message = f"training diverged: {exc}; {kept}. Lower --lr."
+            self.log.summary(self.model, s, "diverged", message)
+            raise TrainingDiverged(message) from None
+        return self.log.summary(self.model, s, status, message)
 
-    def _restore(self, arrays: dict, meta: dict) -> None:
-        """Check the checkpoint against this run's data and put its state in place (no writes)."""
-        source = self.checkpoint_path
-        recorded = meta.get("data_fingerprint")
-        if recorded is not None and recorded != self.data_fingerprint:
-            raise ckpt.CheckpointError(
-                f"{source}: the data differ from those this run was trained on (fingerprint {recorded[:12]}… "
-                f"recorded, {self.data_fingerprint[:12]}… from --data {self.config.data} now); resume with the "
-                "original data, or start a new run in another --out")
-        step, epoch, batch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
-        if batch >= self.steps_per_epoch or step != epoch * self.steps_per_epoch + batch:
-            raise ckpt.CheckpointError(
-                f"{source}: inconsistent counters (step {step}, epoch {epoch}, batch_in_epoch {batch} with "
-                f"{self.steps_per_epoch} steps per epoch); restore the run directory from a copy, or start the run "
-                "over with --overwrite")
-        try:
-            ckpt.load_model_state(self.model, arrays)
-            self.rule.load_state_arrays({k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")})
-            self.rng = ckpt.restore_rng(meta["epoch_rng_state"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ckpt.CheckpointError(f"{source}: its state does not fit this run ({type(exc).__name__}: {exc}); "
-                                       "restore the run directory from a copy, or start the run over with "
-                                       "--overwrite") from None
-        self.step, self.epoch, self.batch_in_epoch = step, epoch, batch
-        self.epoch_rng_state = meta["epoch_rng_state"]
-        self.sums = {k: meta["sums"][k] for k in CHECKPOINT_SUMS_FIELDS}
-        self.train_time = meta["train_time_s"]
-        self.epoch_time_before = meta.get("epoch_time_s", 0.0)
+    def _max_steps_reached(self, step: int) -> bool:
+        return self.config.max_steps is not None and step >= self.config.max_steps
 
-    def _save_checkpoint(self) -> None:
-        arrays = {**ckpt.model_state(self.model), **{f"opt/{k}": v for k, v in self.rule.state_arrays().items()}}
-        meta = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "epoch_rng_state": self.epoch_rng_state, "sums": self.sums, "train_time_s": self.train_time,
-                "epoch_time_s": self.epoch_time_before, "config": self.config.to_dict(),
-                "ranks": ranks_of(self.model), "data_fingerprint": self.data_fingerprint}
-        ckpt.save_checkpoint(self.out, arrays, meta)
-        self.checkpoint_step = self.step
+    def _end_epoch(self, spent: float, progress: ProgressLine) -> bool:
+        """Log the epoch, move on if it is complete, commit a checkpoint; ``True`` if it was cut short."""
+        s = self.state
+        s.train_time += spent
+        # the whole epoch's time, also when it was resumed in the middle
+        epoch_time = s.epoch_time_before + spent
+        partial = s.batch_in_epoch < self.steps_per_epoch
+        eval_started = time.perf_counter()
+        with _overflow_is_divergence(f"the evaluation after step {s.step}", invalid=True):
+            test = evaluate(self.model, self.test_set)
+        record = self.log.epoch(self.model, s, test, epoch_time, partial, eval_started)
+        progress.finish(self._progress_text(record["ranks"]) + f" | test acc {100 * record['test_accuracy']:.2f}%")
+        if partial:
+            s.epoch_time_before = epoch_time
+        else:
+            s.next_epoch()
+        save_run_checkpoint(self.out, s, self.model, self.rule, self.config, self.data_fingerprint)
+        self.checkpoint_step = s.step
+        return partial
+
+    def _progress_text(self, ranks: dict) -> str:
+        s = self.state
+        seen = max(s.sums["seen"], 1)
+        shown = " ".join(f"{n} {'x'.join(map(str, r))}" for n, r in ranks.items())
+        return (f"epoch {s.epoch + 1}/{self.config.epochs} loss {s.sums['loss'] / seen:.4f} "
+                f"acc {100 * s.sums['correct'] / seen:.1f}%" + (f" ranks {shown}" if shown else ""))
 
     # -- one step ----------------------------------------------------------------------
+    def _train_step(self, x, y, close_cycle: bool) -> dict:
+        check_descent = self.config.check_descent
+        start = time.perf_counter()
+        loss, logits = self._forward_backward(x, y)
+        lr = self.lr_at(self.state.step)
+        record = {"step": self.state.step + 1, "epoch": self.state.epoch + 1, "loss": loss,
+                  "accuracy": accuracy(logits, y), "lr": lr}
+        if check_descent:
+            grad_norm_before = self._gradient_norm()
+            plain_sq = self._plain_gradient_sq()
+        with _overflow_is_divergence(f"the update of {self._where()}"):
+            reports = self.rule.step(self.model, lr, lambda: self._forward_backward(x, y), close_cycle)
+        self._check_parameters()
+        record["ranks"] = ranks_of(self.model)
+        record["layers"] = reports
+        if check_descent:
+            loss_after, _ = self._forward_backward(x, y)
+            proj_sq, eta = self.rule.descent_terms(reports, plain_sq)
+            record["descent"] = descent_record(loss, loss_after, lr, proj_sq, eta, grad_norm_before,
+                                               self._gradient_norm())
+        record["time_s"] = time.perf_counter() - start
+        self.state.count_batch(loss, record["accuracy"], len(y))
+        self.log.step(record)
+        return record
+
     def _where(self) -> str:
-        return f"step {self.step + 1} (epoch {self.epoch + 1})"
+        return f"step {self.state.step + 1} (epoch {self.state.epoch + 1})"
 
     def _forward_backward(self, x, y):
         """Loss and logits of the batch at the current parameters, gradients in the layers."""
@@ -554,182 +474,3 @@ class _Run:
         layers = self.model.tucker_layers().values()
         total = sum(float(np.sum(layer.gradient_oracle().dense_gradient().astype(np.float64) ** 2)) for layer in layers)
         return math.sqrt(total + self._plain_gradient_sq())
-
-    def _train_step(self, x, y, close_cycle: bool) -> dict:
-        c = self.config
-        start = time.perf_counter()
-        loss, logits = self._forward_backward(x, y)
-        lr = self.lr_at(self.step)
-        record = {"step": self.step + 1, "epoch": self.epoch + 1, "loss": loss,
-                  "accuracy": accuracy(logits, y), "lr": lr}
-        if c.check_descent:
-            grad_norm_before = self._gradient_norm()
-            plain_sq = self._plain_gradient_sq()
-        with _overflow_is_divergence(f"the update of {self._where()}"):
-            reports = self.rule.step(self.model, lr, lambda: self._forward_backward(x, y), close_cycle)
-        self._check_parameters()
-        record["ranks"] = ranks_of(self.model)
-        record["layers"] = reports
-        if c.check_descent:
-            record["descent"] = self._descent(x, y, loss, reports, plain_sq, grad_norm_before, lr)
-        record["time_s"] = time.perf_counter() - start
-        self.sums["loss"] += loss * len(y)
-        self.sums["correct"] += int(round(record["accuracy"] * len(y)))
-        self.sums["seen"] += len(y)
-        self.step += 1
-        append_jsonl(self.steps_path, record)
-        return record
-
-    def _descent(self, x, y, loss_before, reports, plain_sq, grad_norm_before, lr) -> dict:
-        loss_after, _ = self._forward_backward(x, y)
-        method = self.config.method
-        if method == "tdlrt":
-            proj_sq = plain_sq + sum(r["proj_grad_norm"] ** 2 for r in reports.values())
-            eta = math.sqrt(sum(r["eta"] ** 2 for r in reports.values()))
-        elif method == "full":
-            proj_sq, eta = plain_sq, 0.0
-        else:
-            proj_sq = eta = None
-        return descent_record(loss_before, loss_after, lr, proj_sq, eta, grad_norm_before,
-                              self._gradient_norm())
-
-    # -- epochs ------------------------------------------------------------------------
-    def _progress_text(self, record) -> str:
-        seen = max(self.sums["seen"], 1)
-        ranks = " ".join(f"{n} {'x'.join(map(str, r))}" for n, r in record["ranks"].items())
-        return (f"epoch {self.epoch + 1}/{self.config.epochs} loss {self.sums['loss'] / seen:.4f} "
-                f"acc {100 * self.sums['correct'] / seen:.1f}%" + (f" ranks {ranks}" if ranks else ""))
-
-    def _end_epoch(self, epoch_time: float, partial: bool) -> dict:
-        start = time.perf_counter()
-        with _overflow_is_divergence(f"the evaluation after step {self.step}", invalid=True):
-            test_loss, test_acc = evaluate(self.model, self.test_set)
-        report = parameter_report(self.model)
-        seen = max(self.sums["seen"], 1)
-        record = {
-            "epoch": self.epoch + 1, "step": self.step, "partial": partial,
-            "train_loss": self.sums["loss"] / seen, "train_accuracy": self.sums["correct"] / seen,
-            "test_loss": test_loss, "test_accuracy": test_acc,
-            **self._validation_metrics(),
-            "ranks": ranks_of(self.model),
-            "layer_params": {n: layer["stored"] for n, layer in report["layers"].items()},
-            "weights": report["weights"], "params": report["params"],
-            "conv_compression": report["conv_compression"], "network_compression": report["network_compression"],
-            "epoch_time_s": epoch_time, "eval_time_s": time.perf_counter() - start, "elapsed_s": self.train_time,
-        }
-        if self.partial_record:
-            keep_jsonl(self.metrics_path, lambda r: not r["partial"])
-            self.partial_record = False
-        append_jsonl(self.metrics_path, record)
-        return record
-
-    def _validation_metrics(self) -> dict:
-        """``validation_loss``, ``validation_accuracy`` on the ``--validation`` split (empty without one)."""
-        if self.validation_set is None:
-            return {}
-        loss, acc = evaluate(self.model, self.validation_set)
-        return {"validation_loss": loss, "validation_accuracy": acc}
-
-    def run(self) -> dict:
-        c = self.config
-        progress = ProgressLine(self.steps_per_epoch, stream=self.stream, enabled=not c.quiet)
-        status, message = "completed", None
-        try:
-            while self.epoch < c.epochs:
-                if c.max_steps is not None and self.step >= c.max_steps:
-                    status = "max_steps"
-                    break
-                epoch_start = time.perf_counter()
-                batches = iterate_minibatches(self.train_set, c.batch_size, self.rng)
-                for b, (x, y) in enumerate(batches):
-                    if b < self.batch_in_epoch:
-                        continue
-                    last = b + 1 == self.steps_per_epoch or (c.max_steps is not None
-                                                             and self.step + 1 >= c.max_steps)
-                    record = self._train_step(x, y, close_cycle=last)
-                    self.batch_in_epoch = b + 1
-                    if self.batch_in_epoch % c.log_every == 0 or self.batch_in_epoch == self.steps_per_epoch:
-                        progress.update(self.batch_in_epoch, self._progress_text(record))
-                    if c.max_steps is not None and self.step >= c.max_steps:
-                        break
-                spent = time.perf_counter() - epoch_start
-                self.train_time += spent
-                # the whole epoch's time, also when it was resumed in the middle
-                epoch_time = self.epoch_time_before + spent
-                partial = self.batch_in_epoch < self.steps_per_epoch
-                record = self._end_epoch(epoch_time, partial)
-                progress.finish(self._progress_text({"ranks": record["ranks"]})
-                                + f" | test acc {100 * record['test_accuracy']:.2f}%")
-                if partial:
-                    status = "max_steps"
-                    self.epoch_time_before = epoch_time
-                else:
-                    self.epoch_time_before = 0.0
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    self.sums = {"loss": 0.0, "correct": 0, "seen": 0}
-                    self.epoch_rng_state = ckpt.rng_state(self.rng)
-                self._save_checkpoint()
-                if partial:
-                    break
-        except TrainingDiverged as exc:
-            progress.finish()
-            kept = ("no checkpoint had been written yet" if self.checkpoint_step is None else
-                    f"the last good checkpoint (step {self.checkpoint_step}) was kept unchanged")
-            message = f"training diverged: {exc}; {kept}. Lower --lr."
-            self._write_summary("diverged", message)
-            raise TrainingDiverged(message) from None
-        return self._write_summary(status, message)
-
-    def _write_summary(self, status: str, message) -> dict:
-        """``summary.json`` from the model and ``metrics.jsonl`` (the records of every invocation
-        of the run, so that a resumed run reports what an uninterrupted one does)."""
-        c = self.config
-        records = read_jsonl(self.metrics_path)
-        last = records[-1] if records else None
-        if last is None or last["step"] != self.step:
-            test_loss, test_acc = evaluate(self.model, self.test_set) if status != "diverged" else (None, None)
-            validation = self._validation_metrics() if status != "diverged" else {}
-        else:
-            test_loss, test_acc = last["test_loss"], last["test_accuracy"]
-            validation = {k: last[k] for k in ("validation_loss", "validation_accuracy") if k in last}
-        epoch_times = [r["epoch_time_s"] for r in records if not r["partial"]]
-        steps_done = len(epoch_times) * self.steps_per_epoch
-        report = parameter_report(self.model)
-        chance = chance_level(self.test_set.labels, test_acc)
-        warnings = []
-        if chance["at_chance"]:
-            warnings.append(
-                f"final test accuracy {100 * test_acc:.2f}% is at chance level (at most "
-                f"{100 * chance['threshold']:.2f}%: always answering the most frequent digit scores "
-                f"{100 * chance['majority_accuracy']:.2f}% on these {chance['test_images']} test images); the "
-                "network did not learn: train longer, or lower --lr")
-        summary = {
-            "status": status,
-            "method": c.method,
-            "args": c.to_dict(),
-            "dataset": self.train_set.description,
-            "test_set": self.test_set.description,
-            "data_fingerprint": self.data_fingerprint,
-            "out": str(self.out),
-            "validation_set": None if self.validation_set is None else self.validation_set.description,
-            "final": {"test_accuracy": test_acc, "test_loss": test_loss, **validation,
-                      "train_loss": None if last is None else last["train_loss"]},
-            "initial_ranks": self.initial_ranks,
-            "ranks": ranks_of(self.model),
-            "compression": {"conv": report["conv_compression"], "network": report["network_compression"]},
-            "parameters": report,
-            "epochs_completed": self.epoch,
-            "steps": self.step,
-            "time_per_epoch_s": float(np.mean(epoch_times)) if epoch_times else None,
-            "time_per_step_s": sum(epoch_times) / steps_done if steps_done else None,
-            "chance_level": chance,
-            "warnings": warnings,
-            "message": message,
-        }
-        if c.plots and status != "diverged":
-            from .plots import plot_run
-
-            summary["plots"] = [p.name for p in plot_run(self.out, core_spectra(self.model))]
-        write_json(self.out / "summary.json", summary)
-        return summary
