@@ -707,3 +707,46 @@ def test_rank_from_fraction_is_the_ceiling_with_a_floor_of_one():
     for bad in (0, -0.1, 1.5, True, "0.5"):
         with pytest.raises(ValueError, match="fraction must be a number in"):
             rank_from_fraction(bad, 5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reported_mode_thresholds_are_the_bounds_the_rank_rule_applied(seed):
+    """``TruncationReport.mode_thresholds`` is what golden's well-posedness check reads instead of
+    re-deriving the rule, so it must be the bound each mode's rank was actually chosen against:
+    the chosen rank is the smallest whose tail stays within it."""
+    rng = np.random.default_rng(seed)
+    shape, d = (9, 8, 7), 3
+    # Graded spectra in every mode: each bound then falls between two singular values and
+    # decides the rank (a planted low-rank-plus-noise tensor would give the same ranks for any
+    # bound between the noise floor and the signal).
+    decay = [0.7 ** np.arange(n) for n in shape]
+    core = rng.standard_normal(shape) * np.einsum("i,j,k->ijk", *decay)
+    X = random_tucker(rng, shape, shape, core=core).full()
+    theta = 0.1 * np.linalg.norm(X)
+
+    def smallest_rank_within(s, bound):
+        return next(r for r in range(1, s.size + 1) if np.linalg.norm(s[r:]) <= bound)
+
+    _, rep = hosvd(X, tol=0.1)
+    assert rep.threshold == pytest.approx(theta)
+    assert rep.mode_thresholds == pytest.approx((theta / math.sqrt(d),) * d)
+    for s, bound, r in zip(rep.singular_values, rep.mode_thresholds, rep.ranks):
+        assert r == smallest_rank_within(s, bound)
+    assert rep.ranks != shape
+
+    _, rep = hosvd(X, tol=0.1, sequential=True)
+    spent = 0.0
+    for i, (s, bound, r, tail) in enumerate(zip(rep.singular_values, rep.mode_thresholds, rep.ranks, rep.tails)):
+        assert bound == pytest.approx(math.sqrt((theta**2 - spent) / (d - i)))
+        assert r == smallest_rank_within(s, bound)
+        spent += tail**2
+    assert spent <= theta**2
+
+    T = random_tucker(rng, shape, (6, 6, 6), core=rng.standard_normal((6, 6, 6)) * np.logspace(0, -3, 6))
+    _, rep = truncate(T, tol=0.1)
+    assert rep.mode_thresholds == pytest.approx((rep.threshold,) * d)
+    for s, bound, r in zip(rep.singular_values, rep.mode_thresholds, rep.ranks):
+        assert r == smallest_rank_within(s, bound)
+
+    assert hosvd(X, ranks=(4, 3, 3))[1].mode_thresholds == (None, None, None)
+    assert hosvd(X)[1].mode_thresholds == (0.0, 0.0, 0.0)

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checks import SUPPORTED_DTYPES, check_positive_int
+from .checks import SUPPORTED_DTYPES, check_positive_int, check_rng
 
 #: Image side length of MNIST digits; the LeNet5 of docs/results.md#setup expects exactly this.
 MNIST_SIDE = 28
@@ -254,8 +254,7 @@ def stratified_split(labels, n_test: int, rng: np.random.Generator) -> tuple[np.
     n_test = check_positive_int(n_test, "n_test")
     if n_test >= n:
         raise ValueError(f"n_test must be smaller than the number of examples ({n}), got {n_test}")
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_rng(rng)
     classes, counts = np.unique(labels, return_counts=True)
     # Exact integer arithmetic: float quotas could round a 100.0 share to 99.
     quotas, remainders = np.divmod(n_test * counts.astype(np.int64), n)

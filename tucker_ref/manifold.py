@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import as_float_array, check_ranks, eps_of
+from .checks import as_float_array, check_instance, check_ranks, check_rng, eps_of
 from .truncation import is_feasible
 from .tucker import TuckerTensor, fold, multi_mode_product, unfold
 
@@ -49,8 +49,7 @@ class TangentVector:
 
 
 def _check_point(Y, Z=None):
-    if not isinstance(Y, TuckerTensor):
-        raise TypeError(f"Y must be a TuckerTensor, got {type(Y).__name__}")
+    check_instance(Y, TuckerTensor, "Y")
     # The projection formulas assume U_i^T U_i = I; with other factors they return a
     # non-projection without any other sign of trouble.
     if not Y.has_orthonormal_factors():
@@ -145,8 +144,7 @@ def manifold_dim(shape, ranks) -> int:
 def random_tangent_vector(Y: TuckerTensor, rng: np.random.Generator) -> TangentVector:
     """A random tangent vector at ``Y`` (Gaussian ``δC``, Gaussian ``δU_i`` projected to ``U_i^⊥``)."""
     _check_point(Y)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("rng must be a numpy.random.Generator (seed it for reproducibility)")
+    check_rng(rng)
     dcore = rng.standard_normal(Y.ranks).astype(Y.dtype)
     dfactors = []
     for U in Y.factors:

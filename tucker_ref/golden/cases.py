@@ -30,7 +30,7 @@ from ..manifold import normal_component_norm, tangent_projection, tangent_vector
 from ..nn.functional import conv2d, conv2d_backward
 from ..nn.tucker_functional import TuckerConvGradient, tucker_conv2d, tucker_conv2d_backward
 from ..truncation import hosvd, tail_norms
-from ..tucker import TuckerTensor, fold, mode_product, multi_mode_product, random_orthonormal, unfold
+from ..tucker import TuckerTensor, fold, mode_product, multi_mode_product, random_tucker, unfold
 from .compare import RTOL_ALGEBRA, RTOL_SPECTRAL, Tolerance
 from .files import GoldenError
 from .wellposed import check_core, check_decision, check_gap
@@ -65,9 +65,8 @@ def _tucker_inputs(rng: np.random.Generator, shape, ranks) -> dict:
     core = rng.standard_normal(ranks)
     core /= np.linalg.norm(core)
     check_core(core, f"core of ranks {tuple(ranks)}")
-    out = {"core": core}
-    out.update({f"U_{i}": random_orthonormal(rng, n, r) for i, (n, r) in enumerate(zip(shape, ranks))})
-    return out
+    T = random_tucker(rng, shape, ranks, core=core)
+    return {"core": T.core, **{f"U_{i}": U for i, U in enumerate(T.factors)}}
 
 
 def _planted(rng: np.random.Generator, shape, ranks, noise: float) -> np.ndarray:

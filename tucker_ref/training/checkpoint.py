@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checks import check_rng
 from .runfiles import to_jsonable, write_atomic
 
 #: Name of the commit file inside a run directory.
@@ -236,9 +237,7 @@ _KIND_TEXT = {"count": "an integer >= 0", "number": "a finite number >= 0", "obj
 
 def rng_state(rng: np.random.Generator) -> dict:
     """The JSON-storable state of a generator (``bit_generator.state``)."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    return rng.bit_generator.state
+    return check_rng(rng).bit_generator.state
 
 
 def restore_rng(state: dict) -> np.random.Generator:
