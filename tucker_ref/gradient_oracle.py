@@ -145,6 +145,21 @@ class DenseGradient(GradientOracle):
         :meth:`mode_partial_gradient`.
     name : str
         Used in error messages (e.g. ``"tdlrt_step: grad"``).
+
+    Examples
+    --------
+    >>> from tucker_ref.integrators import DenseGradient
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> Y = random_tucker(rng, (5, 4, 3), (2, 2, 2))
+    >>> G = rng.standard_normal(Y.shape)
+    >>> oracle = DenseGradient(G, Y)
+    >>> bool(np.allclose(oracle.core_gradient(Y.factors), Y.project(G)))  # G ×_i U_i^T
+    True
+    >>> oracle.core_gradient([Y.factors[0], None, None]).shape  # None: identity in that mode
+    (2, 4, 3)
+    >>> oracle.mode_partial_gradient(0).shape  # N_0 = Mat_0(G ×_1 U_1^T ×_2 U_2^T)
+    (5, 4)
     """
 
     def __init__(self, G, point: TuckerTensor | None = None, *, name: str = "G"):

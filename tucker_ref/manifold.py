@@ -112,6 +112,21 @@ def tangent_projection(Y: TuckerTensor, Z) -> np.ndarray:
     (``Mat_i(C)^+ Mat_i(C) = Q_iQ_i^T``) but does not multiply ``1/σ_min`` back by ``σ_min``:
     it is accurate to rounding for any core conditioning (the pseudo-inverse route loses
     ``eps·cond(Mat_i(C))``: 1e-6 relative at cond 1e12, measured).
+
+    Examples
+    --------
+    >>> from tucker_ref import tangent_projection
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> Y = random_tucker(rng, (5, 4, 3), (2, 2, 2))
+    >>> Z = rng.standard_normal(Y.shape)
+    >>> PZ = tangent_projection(Y, Z)
+    >>> bool(np.allclose(tangent_projection(Y, PZ), PZ))  # a projection: P(Y)² = P(Y)
+    True
+    >>> bool(np.isclose(np.vdot(Z - PZ, PZ), 0.0))  # orthogonal: the normal part is ⟂ to the tangent part
+    True
+    >>> bool(np.allclose(tangent_projection(Y, Y.full()), Y.full()))  # Y lies in its own tangent space
+    True
     """
     Z = _check_point(Y, Z)
     out = multi_mode_product(Y.project(Z), Y.factors)

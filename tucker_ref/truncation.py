@@ -97,6 +97,15 @@ def rank_for_tolerance(s: np.ndarray, theta: float) -> int:
     """Smallest ``r`` with ``‖(s_{r+1}, …)‖ ≤ ϑ`` (non-strict rule of docs/algorithms.md §3).
 
     ``theta`` is the threshold ``ϑ`` in absolute terms (``τ‖C‖_F`` for a relative tolerance).
+
+    Examples
+    --------
+    >>> from tucker_ref.truncation import rank_for_tolerance
+    >>> s = np.array([4.0, 2.0, 1.0, 0.75])
+    >>> rank_for_tolerance(s, 1.25)  # the tail after r = 2 is ‖(1, 0.75)‖ = 1.25 ≤ ϑ: kept out
+    2
+    >>> rank_for_tolerance(s, 1.2), rank_for_tolerance(s, 0.0), rank_for_tolerance(s, 10.0)
+    (3, 4, 0)
     """
     t = tail_norms(s)
     return int(np.flatnonzero(t <= theta)[0])
@@ -282,6 +291,29 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
         Orthonormal factors; the core is ``X ×_i U_i^T``. ``report.certificate =
         sqrt(Σ tail_i²)`` bounds the error (HOSVD: ``max_i tail_i ≤ error ≤ certificate``;
         ST-HOSVD: error = certificate up to rounding).
+
+    Examples
+    --------
+    A tensor of multilinear rank ``(2, 2, 2)`` plus noise: the tolerance finds the rank, and the
+    reported error is within the certificate, which is within the budget ``ϑ = tol·‖X‖``:
+
+    >>> from tucker_ref import hosvd
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> X = random_tucker(rng, (6, 5, 4), (2, 2, 2)).full() + 1e-6 * rng.standard_normal((6, 5, 4))
+    >>> T, report = hosvd(X, tol=1e-3)
+    >>> T.ranks, report.error <= report.certificate <= report.threshold
+    ((2, 2, 2), True)
+    >>> bool(np.isclose(report.error, np.linalg.norm(X - T.full())))
+    True
+
+    ST-HOSVD (``sequential=True``) spends the budget mode after mode; its certificate is the error:
+
+    >>> T, report = hosvd(X, tol=1e-3, sequential=True)
+    >>> T.ranks, bool(np.isclose(report.error, report.certificate))
+    ((2, 2, 2), True)
+    >>> hosvd(X, ranks=(1, 2, 2))[0].ranks  # or fix the ranks
+    (1, 2, 2)
     """
     X = as_float_array(X, "X")
     if X.ndim < 1:
@@ -381,6 +413,24 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     (TuckerTensor, TruncationReport)
         ``report.error`` (``η``) is computed directly as ``‖C − C_new ×_i P_i‖`` in the core's
         coordinates, exact because the factors are orthonormal.
+
+    Examples
+    --------
+    Mode 0 of this core has a negligible third direction; the per-mode rule drops it alone:
+
+    >>> from tucker_ref import truncate
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> core = rng.standard_normal((3, 3, 3))
+    >>> core[2] *= 1e-6
+    >>> T = random_tucker(rng, (6, 5, 4), (3, 3, 3), core=core)
+    >>> T1, report = truncate(T, tau=1e-3)  # ϑ = 1e-3·‖C‖ per mode
+    >>> T1.ranks, report.error <= report.threshold
+    ((2, 3, 3), True)
+    >>> bool(np.isclose(report.error, np.linalg.norm(T.full() - T1.full())))
+    True
+    >>> truncate(T, ranks=(2, 2, 2))[0].ranks
+    (2, 2, 2)
     """
     check_instance(T, TuckerTensor, "T")
     d = T.ndim

@@ -33,6 +33,19 @@ def unfold(X, mode: int) -> np.ndarray:
 
     Column index of entry ``X[k_0, …, k_{d-1}]`` is the C-order (row-major) linear
     index of the remaining indices ``(k_j)_{j≠i}`` in increasing ``j``.
+
+    Examples
+    --------
+    The mode-1 fibres ``X[a, :, c]`` become the columns, the last remaining mode running fastest:
+
+    >>> from tucker_ref import unfold
+    >>> X = np.arange(24).reshape(2, 3, 4)
+    >>> unfold(X, 1).shape
+    (3, 8)
+    >>> unfold(X, 1)[:, :5]
+    array([[ 0,  1,  2,  3, 12],
+           [ 4,  5,  6,  7, 16],
+           [ 8,  9, 10, 11, 20]])
     """
     X = np.asarray(X)
     if X.ndim == 0:
@@ -42,7 +55,18 @@ def unfold(X, mode: int) -> np.ndarray:
 
 
 def fold(M, mode: int, shape: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`unfold`: ``Ten_i(M)`` with ``fold(unfold(X, i), i, X.shape) == X``."""
+    """Inverse of :func:`unfold`: ``Ten_i(M)`` with ``fold(unfold(X, i), i, X.shape) == X``.
+
+    Examples
+    --------
+    >>> from tucker_ref import fold, unfold
+    >>> X = np.arange(24).reshape(2, 3, 4)
+    >>> M = unfold(X, 2)
+    >>> M.shape
+    (4, 6)
+    >>> bool(np.array_equal(fold(M, 2, X.shape), X))
+    True
+    """
     M = np.asarray(M)
     shape = tuple(int(s) for s in shape)
     mode = check_mode(mode, len(shape))
@@ -54,7 +78,18 @@ def fold(M, mode: int, shape: Sequence[int]) -> np.ndarray:
 
 
 def mode_product(X, M, mode: int) -> np.ndarray:
-    """Mode-``i`` product ``X ×_i M`` with ``M`` of shape ``(J, n_i)``: ``Mat_i(X ×_i M) = M Mat_i(X)``."""
+    """Mode-``i`` product ``X ×_i M`` with ``M`` of shape ``(J, n_i)``: ``Mat_i(X ×_i M) = M Mat_i(X)``.
+
+    Examples
+    --------
+    >>> from tucker_ref import mode_product, unfold
+    >>> rng = np.random.default_rng(0)
+    >>> X, M = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 3))
+    >>> mode_product(X, M, 1).shape
+    (2, 5, 4)
+    >>> bool(np.allclose(unfold(mode_product(X, M, 1), 1), M @ unfold(X, 1)))
+    True
+    """
     X = np.asarray(X)
     M = np.asarray(M)
     mode = check_mode(mode, X.ndim)
@@ -78,6 +113,18 @@ def multi_mode_product(X, matrices, modes=None, transpose: bool = False) -> np.n
         No sorting happens: entry ``k`` of ``matrices`` always pairs with entry ``k`` of ``modes``.
     transpose : bool
         Use ``M_k^T`` instead of ``M_k`` (e.g. to project onto bases: ``X ×_i U_i^T``).
+
+    Examples
+    --------
+    >>> from tucker_ref import mode_product, multi_mode_product
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((3, 4, 5))
+    >>> A, B = rng.standard_normal((2, 3)), rng.standard_normal((6, 5))
+    >>> Y = multi_mode_product(X, [A, B], modes=[0, 2])  # X ×_0 A ×_2 B
+    >>> Y.shape, bool(np.allclose(Y, mode_product(mode_product(X, A, 0), B, 2)))
+    ((2, 4, 6), True)
+    >>> multi_mode_product(Y, [A, None, B], transpose=True).shape  # Y ×_0 A^T ×_2 B^T
+    (3, 4, 5)
     """
     X = np.asarray(X)
     matrices = list(matrices)
@@ -114,6 +161,13 @@ def random_orthonormal(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
     ----------
     rng : numpy.random.Generator
     n, r : int, ``0 ≤ r ≤ n``
+
+    Examples
+    --------
+    >>> from tucker_ref.tucker import random_orthonormal
+    >>> U = random_orthonormal(np.random.default_rng(0), 5, 3)
+    >>> U.shape, bool(np.allclose(U.T @ U, np.eye(3)))
+    ((5, 3), True)
     """
     check_rng(rng)
     if not 0 <= r <= n:
@@ -136,6 +190,15 @@ def random_tucker(rng: np.random.Generator, shape, ranks, *, core=None) -> "Tuck
     rng : numpy.random.Generator
     shape, ranks : sequences of d ints, ``1 ≤ r_i ≤ n_i``
     core : ndarray of shape ``ranks``, optional
+
+    Examples
+    --------
+    >>> from tucker_ref.tucker import random_tucker
+    >>> T = random_tucker(np.random.default_rng(0), (6, 5, 4), (3, 2, 2))
+    >>> T
+    TuckerTensor(shape=(6, 5, 4), ranks=(3, 2, 2), dtype=float64)
+    >>> T.has_orthonormal_factors()
+    True
     """
     check_rng(rng)
     shape = tuple(int(n) for n in shape)
@@ -158,6 +221,19 @@ class TuckerTensor:
         :meth:`orthonormalize` produces them.
 
     The dtype is the common floating type of core and factors (float32 stays float32).
+
+    Examples
+    --------
+    >>> from tucker_ref import TuckerTensor
+    >>> rng = np.random.default_rng(0)
+    >>> core = rng.standard_normal((2, 3, 2))
+    >>> factors = [rng.standard_normal((n, r)) for n, r in zip((4, 5, 6), core.shape)]
+    >>> T = TuckerTensor(core, factors)
+    >>> T.shape, T.ranks, T.n_params  # 2·3·2 + 4·2 + 5·3 + 6·2 stored numbers
+    ((4, 5, 6), (2, 3, 2), 47)
+    >>> X = T.full()  # the dense C ×_1 U_1 ×_2 U_2 ×_3 U_3
+    >>> X.shape, bool(np.isclose(T.norm(), np.linalg.norm(X)))
+    ((4, 5, 6), True)
     """
 
     __slots__ = ("core", "factors")
@@ -261,12 +337,33 @@ class TuckerTensor:
 
         Using the triangular factors (not the Gram matrices ``U_i^T U_i``) keeps the
         computation free of cancellation and of squared condition numbers.
+
+        Examples
+        --------
+        >>> from tucker_ref import TuckerTensor
+        >>> rng = np.random.default_rng(0)
+        >>> T = TuckerTensor(rng.standard_normal((2, 2)), [rng.standard_normal((6, 2)), rng.standard_normal((5, 2))])
+        >>> bool(np.isclose(T.norm(), np.linalg.norm(T.full())))  # any factors, T.full() not formed
+        True
+        >>> Q = T.orthonormalize()  # the same tensor; with orthonormal factors ‖X‖ = ‖C‖
+        >>> bool(np.isclose(Q.norm(), T.norm())), bool(np.isclose(Q.norm(), np.linalg.norm(Q.core)))
+        (True, True)
         """
         rs = [np.linalg.qr(U, mode="r") if U.shape[0] >= U.shape[1] else U for U in self.factors]
         return float(np.linalg.norm(multi_mode_product(self.core, rs)))
 
     def inner(self, other: "TuckerTensor") -> float:
-        """Frobenius inner product ``⟨X, Y⟩ = ⟨C_X, C_Y ×_i (U_i^T V_i)⟩`` in factored form."""
+        """Frobenius inner product ``⟨X, Y⟩ = ⟨C_X, C_Y ×_i (U_i^T V_i)⟩`` in factored form.
+
+        Examples
+        --------
+        >>> from tucker_ref.tucker import random_tucker
+        >>> rng = np.random.default_rng(0)
+        >>> X = random_tucker(rng, (5, 4, 3), (2, 2, 2))
+        >>> Y = random_tucker(rng, (5, 4, 3), (3, 2, 2))
+        >>> bool(np.isclose(X.inner(Y), np.vdot(X.full(), Y.full())))
+        True
+        """
         check_instance(other, TuckerTensor, "other")
         if other.shape != self.shape:
             raise ValueError(f"other must have shape {self.shape}, got {other.shape}")

@@ -246,6 +246,20 @@ def augment(Y: TuckerTensor, grad, *, variant: str = "k_step", optimizer=None, n
     Returns
     -------
     AugmentedPoint
+
+    Examples
+    --------
+    >>> from tucker_ref.integrators import DenseGradient, augment
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> Y0 = random_tucker(rng, (6, 5, 4), (2, 2, 2))
+    >>> point = augment(Y0, DenseGradient(rng.standard_normal(Y0.shape), Y0))
+    >>> point.ranks_before, point.ranks  # each basis gains up to r_i new directions
+    ((2, 2, 2), (4, 4, 4))
+    >>> bool(np.allclose(point.bases[0][:, :2], Y0.factors[0]))  # Û_i = [U_i, new directions]
+    True
+    >>> bool(np.allclose(point.tucker().full(), Y0.full()))  # zero padding: Ŷ0 = Y0
+    True
     """
     step = step_label(caller, name)
     Y = check_point(Y, step)
@@ -303,6 +317,24 @@ def s_step(point: AugmentedPoint, grad, lr, *, optimizer=None, core_grad=None, g
     -------
     AugmentedPoint
         A new point (the input is not modified) with ``s_steps`` one larger.
+
+    Examples
+    --------
+    >>> from tucker_ref.integrators import augment, s_step
+    >>> from tucker_ref.tucker import multi_mode_product, random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((6, 5, 4))
+    >>> grad = lambda Y: Y.full() - A  # the gradient of L(Y) = ½‖Y − A‖², at any point
+    >>> point = augment(random_tucker(rng, A.shape, (2, 2, 2)), grad)
+    >>> for _ in range(3):
+    ...     point = s_step(point, grad, lr=0.5)
+    >>> point.s_steps, point.ranks  # the bases stay fixed, only the core moves
+    (3, (4, 4, 4))
+
+    For this loss a step with ``lr=1`` lands on the best core in the bases, ``A ×_i Û_i^T``:
+
+    >>> bool(np.allclose(s_step(point, grad, lr=1.0).core, multi_mode_product(A, point.bases, transpose=True)))
+    True
     """
     step = step_label(caller, name)
     if not isinstance(point, AugmentedPoint):
@@ -339,6 +371,20 @@ def truncate_cycle(point: AugmentedPoint, *, tau=None, theta=None, adaptive_mode
     -------
     (TuckerTensor, TruncationReport)
         ``Y1`` and the truncation report (``error`` is ``η = ‖Ŷ − Y1‖``).
+
+    Examples
+    --------
+    The three pieces of a cycle with one S-step compose to :func:`tdlrt_step`:
+
+    >>> from tucker_ref.integrators import DenseGradient, augment, s_step, tdlrt_step, truncate_cycle
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> Y0 = random_tucker(rng, (6, 5, 4), (2, 2, 2))
+    >>> G = DenseGradient(rng.standard_normal(Y0.shape), Y0)
+    >>> Y1, trunc = truncate_cycle(s_step(augment(Y0, G), G, lr=0.1), tau=0.05)
+    >>> Y_step, report = tdlrt_step(Y0, G, lr=0.1, tau=0.05)
+    >>> Y1.ranks == report.ranks_after, bool(np.allclose(Y1.full(), Y_step.full()))
+    (True, True)
     """
     step = step_label(caller, name)
     if not isinstance(point, AugmentedPoint):
@@ -486,6 +532,23 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     Returns
     -------
     (TuckerTensor, StepReport)
+
+    Examples
+    --------
+    One step on ``L(Y) = ½‖Y − A‖²`` from ``Y0`` of rank ``(2, 2, 2)`` toward ``A`` of rank
+    ``(3, 3, 3)``: the bases double, then the truncation keeps the rank the step needs.
+
+    >>> from tucker_ref import TuckerTensor
+    >>> from tucker_ref.integrators import DenseGradient, tdlrt_step
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> A = random_tucker(rng, (6, 5, 4), (3, 3, 3)).full()
+    >>> Y0 = random_tucker(rng, A.shape, (2, 2, 2))
+    >>> Y1, report = tdlrt_step(Y0, DenseGradient(Y0.full() - A, Y0), lr=1.0, tau=1e-8)
+    >>> report.ranks_before, report.ranks_augmented, report.ranks_after
+    ((2, 2, 2), (4, 4, 4), (3, 3, 3))
+    >>> isinstance(Y1, TuckerTensor), bool(np.linalg.norm(Y1.full() - A) < np.linalg.norm(Y0.full() - A))
+    (True, True)
     """
     step = step_label("tdlrt_step", name)
     Y, lr = _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant)
@@ -538,6 +601,22 @@ def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: st
     -------
     (TuckerTensor, StepReport)
         ``s_steps = K``; ``proj_grad_norm = ‖Π∇L(Y0)‖``; ``eta`` is the one truncation of the cycle.
+
+    Examples
+    --------
+    >>> from tucker_ref.integrators import tdlrt_cycle, tdlrt_step
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((6, 5, 4))
+    >>> grad = lambda Y: Y.full() - A  # the gradient of L(Y) = ½‖Y − A‖², at any point
+    >>> loss = lambda Y: 0.5 * np.linalg.norm(Y.full() - A) ** 2
+    >>> Y0 = random_tucker(rng, A.shape, (2, 2, 2))
+    >>> Y1, report = tdlrt_cycle(Y0, [grad] * 5, lr=0.5, tau=0.01, loss=loss)  # K = 5 S-steps
+    >>> report.s_steps, report.ranks_augmented, report.loss_after < report.loss_before
+    (5, (4, 4, 4), True)
+    >>> Y_one, _ = tdlrt_cycle(Y0, [grad], lr=0.5, tau=0.01)  # K = 1 is tdlrt_step
+    >>> bool(np.allclose(Y_one.full(), tdlrt_step(Y0, grad, lr=0.5, tau=0.01)[0].full()))
+    True
     """
     step = step_label("tdlrt_cycle", name)
     Y, lr = _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant)
@@ -673,6 +752,18 @@ def fixed_rank_bug_step(Y: TuckerTensor, grad, lr, *, loss=None, diagnostics: bo
     (TuckerTensor, StepReport)
         ``variant="fixed_rank_bug"``, ``s_step_gradient="reevaluate"``, ``eta = 0``;
         ``proj_grad_norm = ‖∇L(Y0) ×_i U_i^{1T}‖`` and ``residual_norm`` refer to ``⊗ span U_i^1``.
+
+    Examples
+    --------
+    >>> from tucker_ref.integrators import fixed_rank_bug_step
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((6, 5, 4))
+    >>> loss = lambda Y: 0.5 * np.linalg.norm(Y.full() - A) ** 2
+    >>> Y0 = random_tucker(rng, A.shape, (2, 2, 2))
+    >>> Y1, report = fixed_rank_bug_step(Y0, lambda Y: Y.full() - A, lr=0.5, loss=loss)  # grad: a callable
+    >>> Y1.ranks, report.eta, report.loss_after < report.loss_before
+    ((2, 2, 2), 0.0, True)
     """
     step = step_label("fixed_rank_bug_step", name)
     Y = check_point(Y, step)

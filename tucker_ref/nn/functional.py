@@ -254,6 +254,19 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     y : ndarray, shape (N, C_out, H_out, W_out)
         A transposed view of a batch-last buffer (see the module notes); dtype
         ``np.result_type(x, w, b)``.
+
+    Examples
+    --------
+    A 2×2 kernel of ones sums each window (cross-correlation, as PyTorch):
+
+    >>> from tucker_ref.nn import conv2d
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)  # (N, C_in, H, W)
+    >>> w = np.ones((1, 1, 2, 2))  # (C_out, C_in, kh, kw)
+    >>> conv2d(x, w, stride=2)
+    array([[[[10., 18.],
+             [42., 50.]]]])
+    >>> conv2d(x, w, b=np.array([0.5]), padding=1).shape  # H_out = (4 + 2·1 − 2)/1 + 1
+    (1, 1, 5, 5)
     """
     x = as_float_array(x, "x", ndim=4)
     w = as_float_array(w, "w", ndim=4)

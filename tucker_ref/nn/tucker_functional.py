@@ -252,6 +252,19 @@ def tucker_conv2d(x, T, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarra
     -----
     Cost ``2·N·(in·r_in·H·W + r_out·r_in·kh·kw·P·Q + out·r_out·P·Q)`` flops against
     ``2·N·out·in·kh·kw·P·Q`` for the dense conv.
+
+    Examples
+    --------
+    >>> from tucker_ref.nn import conv2d, tucker_conv2d
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> T = random_tucker(rng, (8, 3, 5, 5), (4, 2, 3, 3))  # kernel (out, in, kh, kw)
+    >>> x = rng.standard_normal((2, 3, 12, 12))
+    >>> y = tucker_conv2d(x, T, stride=2, padding=1)
+    >>> y.shape
+    (2, 8, 5, 5)
+    >>> bool(np.allclose(y, conv2d(x, T.full(), stride=2, padding=1)))  # the dense conv with the full kernel
+    True
     """
     return tucker_conv2d_forward(x, T, b, stride=stride, padding=padding, dilation=dilation)[0]
 
@@ -301,6 +314,22 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
         ``dx`` of the shape of ``x`` (``None`` when ``need_dx`` is false), ``dcore`` of shape
         ``T.ranks``, ``dfactors`` a list of 4 arrays shaped like ``T.factors``, ``db`` of
         shape ``(out,)`` (the gradient a bias would receive, whether or not one was used).
+
+    Examples
+    --------
+    Against the dense backward with the full kernel, whose kernel gradient is ``G``:
+
+    >>> from tucker_ref.nn import conv2d_backward, tucker_conv2d_backward
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> T = random_tucker(rng, (8, 3, 5, 5), (4, 2, 3, 3))
+    >>> x, dy = rng.standard_normal((2, 3, 12, 12)), rng.standard_normal((2, 8, 8, 8))
+    >>> dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T)
+    >>> dx_dense, G, db_dense = conv2d_backward(dy, x, T.full())
+    >>> bool(np.allclose(dx, dx_dense)), bool(np.allclose(dcore, T.project(G)))  # dC = G ×_i U_i^T
+    (True, True)
+    >>> [dU.shape == U.shape for dU, U in zip(dfactors, T.factors)]
+    [True, True, True, True]
     """
     x, T, _ = _check_conv_call(x, T)
     dy = _check_conv_dy(dy, x, T, stride, padding, dilation)
@@ -486,6 +515,22 @@ class TuckerConvGradient(GradientOracle):
     bases of the S-step, docs/algorithms.md §2), is assembled from them and needs one conv only for
     the ``V_out × V_in`` block (see :meth:`_projected`). These products are the only state kept
     between calls; each depends on nothing but ``(x, dy)`` and the factor it was computed with.
+
+    Examples
+    --------
+    The core gradient is the dense kernel gradient projected onto the factors, without forming it:
+
+    >>> from tucker_ref.nn import TuckerConvGradient, conv2d_backward
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> T = random_tucker(rng, (4, 3, 3, 3), (2, 2, 2, 2))
+    >>> x, dy = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((2, 4, 4, 4))
+    >>> oracle = TuckerConvGradient(x, dy, T)
+    >>> G = conv2d_backward(dy, x, T.full())[1]  # the dense kernel gradient
+    >>> bool(np.allclose(oracle.core_gradient(T.factors), T.project(G)))  # G ×_i U_i^T
+    True
+    >>> bool(np.allclose(oracle.dense_gradient(), G))
+    True
     """
 
     def __init__(self, x, dy, T, *, stride=1, padding=0, dilation=1):
@@ -586,6 +631,18 @@ class LowRankLinearGradient(GradientOracle):
     dy : ndarray, shape ``(N, out)``
     T : TuckerTensor of shape ``(out, in)``, optional — the point; default factors of
         :meth:`mode_partial_gradient`
+
+    Examples
+    --------
+    >>> from tucker_ref.nn import LowRankLinearGradient, linear_backward
+    >>> from tucker_ref.tucker import random_tucker
+    >>> rng = np.random.default_rng(0)
+    >>> T = random_tucker(rng, (4, 6), (2, 2))  # W = U S V^T of shape (out, in)
+    >>> x, dy = rng.standard_normal((3, 6)), rng.standard_normal((3, 4))
+    >>> oracle = LowRankLinearGradient(x, dy, T)
+    >>> G = linear_backward(dy, x, T.full())[1]  # the dense weight gradient dy^T x
+    >>> bool(np.allclose(oracle.core_gradient(T.factors), T.project(G)))  # U^T G V
+    True
     """
 
     def __init__(self, x, dy, T=None):
