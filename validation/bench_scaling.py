@@ -1,7 +1,7 @@
 """How one Tucker conv layer's cost grows with its width, against the dense conv (a benchmark,
 not a test).
 
-    python validation/bench_scaling.py [--out docs/figures/performance] [--threads 2]
+    python validation/bench_scaling.py [--out DIR] [--threads 2]
                                        [--repeats 15] [--dtype float32] [--quick] [--seed 0]
 
 One conv layer with ``C_in = C_out = C`` for ``C`` in {32, 64, 128, 256}, 3×3 kernel, padding 1,
@@ -39,6 +39,7 @@ import argparse
 import math
 import os
 import platform
+import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -63,7 +64,9 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "figures" / "perfor
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for bench_scaling.json/.png")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for bench_scaling.json/.png (default: docs/figures/performance, for "
+                        "--quick a new temporary directory, so a smoke run never replaces the committed figure)")
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (threadpoolctl); default: the library's")
     p.add_argument("--repeats", type=int, default=15, help="rounds per width (default 15)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
@@ -74,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.quick:
         args.repeats = 3
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="bench_scaling_")) if args.quick else DEFAULT_OUT
     return args
 
 
