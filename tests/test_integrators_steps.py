@@ -17,6 +17,7 @@ from tucker_ref.integrators import (
     constant_lr,
     cosine_lr,
     fixed_rank_bug_step,
+    tdlrt_cycle,
     tdlrt_step,
 )
 from tucker_ref.testing.oracles import relative_error
@@ -410,3 +411,28 @@ def test_schedules():
         cosine_lr(0.1, 10, lr_min=0.2)
     with pytest.raises(ValueError, match="total_steps must be a positive integer"):
         cosine_lr(0.1, 0)
+
+
+def test_composite_steps_check_the_truncation_rule_once_per_call(monkeypatch):
+    """tdlrt_step / tdlrt_cycle make (or take) one TruncationRule; truncate_cycle, truncate_step
+    and truncate below them only pass it on; a given rule is never re-checked."""
+    from tucker_ref import truncation
+    from tucker_ref.truncation import TruncationRule
+
+    rng = np.random.default_rng(21)
+    Y = random_tucker(rng, (5, 4, 6), (2, 2, 2), core=conditioned_core(rng, (2, 2, 2), 0.1))
+    G = rng.standard_normal(Y.shape)
+    calls = []
+    checked = truncation.check_tolerance
+    monkeypatch.setattr(truncation, "check_tolerance", lambda *a: calls.append(a) or checked(*a))
+    Y_loose, _ = tdlrt_step(Y, G, 0.1, tau=0.2, rmin=2, rmax=3)
+    assert len(calls) == 1
+    tdlrt_cycle(Y, [G, lambda point: G], 0.1, tau=0.2, rmin=2, rmax=3)
+    assert len(calls) == 2
+    rule = TruncationRule(tau=0.2, rmin=2, rmax=3)
+    Y_rule, _ = tdlrt_step(Y, G, 0.1, rule=rule)
+    tdlrt_cycle(Y, [G], 0.1, rule=rule)
+    assert len(calls) == 3  # the rule's own construction only
+    assert Y_rule.ranks == Y_loose.ranks and np.array_equal(Y_rule.core, Y_loose.core)
+    with pytest.raises(ValueError, match=r"tdlrt_step: give the truncation rule once"):
+        tdlrt_step(Y, G, 0.1, rule=rule, rmax=4)

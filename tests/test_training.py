@@ -1196,3 +1196,24 @@ def test_a_resume_that_stops_at_once_reports_what_the_interrupted_run_did(tmp_pa
     assert [r["partial"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [False, True]
     run(tmp_path, train_subset=192, epochs=2, resume=True)
     assert [(r["epoch"], r["partial"]) for r in read_jsonl(tmp_path / "metrics.jsonl")] == [(1, False), (2, False)]
+
+
+def test_the_truncation_rule_is_validated_once_per_run(tmp_path, monkeypatch):
+    """TrainConfig.validated makes the run's TruncationRule; no layer and no step checks tau, rmin, rmax again."""
+    from tucker_ref import truncation
+
+    calls = {"check_tolerance": 0, "check_rank_bound_spec": 0}
+    for name in calls:
+        checked = getattr(truncation, name)
+
+        def counting(*args, _checked=checked, _name=name, **kwargs):
+            calls[_name] += 1
+            return _checked(*args, **kwargs)
+
+        monkeypatch.setattr(truncation, name, counting)
+    summary = run(tmp_path / "k1", epochs=2, max_steps=3, rmin=2, rmax=40, rmax_fraction=0.5)
+    assert summary["steps"] == 3  # 3 steps x 3 factorized layers, each step truncated
+    assert calls == {"check_tolerance": 1, "check_rank_bound_spec": 1}
+    calls.update(check_tolerance=0, check_rank_bound_spec=0)
+    run(tmp_path / "k2", epochs=2, max_steps=4, s_steps=2)
+    assert calls == {"check_tolerance": 1, "check_rank_bound_spec": 1}

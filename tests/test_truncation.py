@@ -10,7 +10,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tucker_ref import TuckerTensor, feasible_ranks, hosvd, is_feasible, orth, truncate
+from tucker_ref import truncation
 from tucker_ref.truncation import (
+    TruncationRule,
     fix_signs,
     left_singular,
     rank_for_tolerance,
@@ -614,6 +616,62 @@ def test_truncate_orthonormalizes_general_factors_without_changing_the_result():
     assert out_g.ranks == out_t.ranks
     assert relative_error(out_g.full(), out_t.full()) <= 1e-10
     assert abs(rep_g.error - np.linalg.norm(G.full() - out_g.full())) <= 100 * EPS * T.norm()
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"tau": -0.1}, ValueError, r"tau must be a finite number >= 0, got -0.1"),
+    ({"tau": float("nan")}, ValueError, r"tau must be a finite number >= 0, got nan"),
+    ({"theta": float("inf")}, ValueError, r"theta must be a finite number >= 0"),
+    ({"tau": "0.1"}, TypeError, r"tau must be a non-negative real number"),
+    ({"tau": 0.1, "theta": 0.1}, ValueError, r"at most one of tau .* and theta .* not both"),
+    ({"rmin": 5, "rmax": 2}, ValueError, r"rmax \(2\) must be >= rmin \(5\)"),
+    ({"rmin": (1, 3), "rmax": (2, 2)}, ValueError, r"rmin \(3\) must not exceed rmax \(2\) in mode 1"),
+    ({"rmin": 3, "rmax": 2, "ndim": 3}, ValueError, r"rmin \(3\) must not exceed rmax \(2\) in mode 0"),
+    ({"rmin": 1.5}, ValueError, r"rmin must be a positive integer, got 1.5"),
+    ({"rmax": 0}, ValueError, r"rmax must be a positive integer, got 0"),
+    ({"rmin": (1, 2.5)}, ValueError, r"rmin\[1\] must be a positive integer"),
+    ({"rmin": (1, 1), "rmax": (2, 2, 2)}, ValueError, r"rmax must be an int or one entry per mode \(2\)"),
+    ({"rmax_fraction": 0.0}, ValueError, r"rmax_fraction must be a number in \(0, 1\]"),
+    ({"rmax_fraction": float("nan")}, ValueError, r"rmax_fraction must be a number in \(0, 1\]"),
+])
+def test_truncation_rule_rejects_bad_values_naming_the_argument(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        TruncationRule(**kwargs)
+
+
+def test_truncation_rule_normalizes_and_is_immutable():
+    assert TruncationRule() == TruncationRule(tau=0)  # neither tolerance: keep every nonzero singular value
+    rule = TruncationRule(theta=2, rmin=(1, 2), rmax=(None, 3))
+    assert (rule.tau, rule.theta, rule.rmin, rule.rmax, rule.ndim) == (None, 2.0, (1, 2), (None, 3), 2)
+    assert rule.threshold(10.0) == 2.0 and TruncationRule(tau=0.1).threshold(10.0) == 0.1 * 10.0
+    with pytest.raises(AttributeError):
+        rule.tau = 0.1
+    # rmax_fraction caps each mode at max(1, floor(f n_i)); a cap below rmin wins
+    assert TruncationRule(rmin=3, rmax_fraction=0.5).rank_bounds((20, 1, 5)) == ([3, 1, 2], [10, 1, 2])
+
+
+def test_truncate_with_a_rule_equals_loose_values_and_checks_the_rule_once(monkeypatch):
+    rng = np.random.default_rng(8)
+    T = random_tucker(rng, (6, 5, 4), (4, 4, 3), core=rng.standard_normal((4, 4, 3)) * np.logspace(0, -2, 4)[:, None, None])
+    loose, rep_loose = truncate(T, tau=0.05, rmin=2, rmax=3)
+    ruled, rep_ruled = truncate(T, rule=TruncationRule(tau=0.05, rmin=2, rmax=3))
+    assert ruled.ranks == loose.ranks and np.array_equal(ruled.core, loose.core)
+    assert rep_ruled.threshold == rep_loose.threshold and rep_ruled.clamps == rep_loose.clamps
+    calls = []
+    checked = truncation.check_tolerance
+    monkeypatch.setattr(truncation, "check_tolerance", lambda *a: calls.append(a) or checked(*a))
+    rule = TruncationRule(theta=0.1)
+    truncate(T, rule=rule)
+    truncate(T, rule=rule, modes=[0])
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match=r"give the truncation rule once"):
+        truncate(T, tau=0.1, rule=rule)
+    with pytest.raises(ValueError, match=r"give the truncation rule once"):
+        truncate(T, tol=0.1, rule=rule)
+    with pytest.raises(ValueError, match=r"rule has rank bounds for 2 modes, the tensor has 3"):
+        truncate(T, rule=TruncationRule(rmin=(1, 1)))
+    with pytest.raises(TypeError, match=r"rule must be a TruncationRule, got dict"):
+        truncate(T, rule={"tau": 0.1})
 
 
 def test_truncate_rejects_bad_input():

@@ -8,7 +8,9 @@ here, and passes the validated values on.
 The truncation tolerance has one vocabulary from the command line down to the rule
 (docs/algorithms.md §3): the relative tolerance ``tau`` (``ϑ = τ‖C‖_F``) or the absolute
 threshold ``theta`` (``ϑ = θ``), checked by :func:`check_tolerance`; the clamp interval of
-the rank-adaptive ranks is ``rmin``/``rmax``, checked by :func:`check_rank_bounds`.
+the rank-adaptive ranks is ``rmin``/``rmax``, checked by :func:`check_rank_bounds`. Both are
+checked once, when a :class:`tucker_ref.truncation.TruncationRule` is made; the steps below
+the entry point pass the rule on.
 """
 
 from __future__ import annotations
@@ -164,6 +166,34 @@ def check_rank_bounds(rmin, rmax, ndim: int):
         if hi[i] is not None and lo[i] > hi[i]:
             raise ValueError(f"rmin ({lo[i]}) must not exceed rmax ({hi[i]}) in mode {i}")
     return lo, hi
+
+
+def check_rank_bound_spec(rmin, rmax, ndim: int | None = None):
+    """``(rmin, rmax, ndim)`` of a truncation rule, validated, before it meets a tensor.
+
+    With ``ndim`` given, or when ``rmin`` or ``rmax`` is a sequence (its length is then the
+    ``ndim``), both become per-mode tuples by :func:`check_rank_bounds`. Otherwise both stay
+    scalars that apply to a tensor of any order: ``rmin`` a positive integer, ``rmax`` ``None``
+    (no cap) or a positive integer ``≥ rmin``; ``ndim`` is then ``None``.
+    """
+    if ndim is None:
+        sizes = [len(v) for v in (rmin, rmax) if isinstance(v, Iterable) and not isinstance(v, (str, bytes))]
+        if not sizes:
+            rmin = check_positive_int(rmin, "rmin")
+            rmax = None if rmax is None else check_positive_int(rmax, "rmax")
+            if rmax is not None and rmax < rmin:
+                raise ValueError(f"rmax ({rmax}) must be >= rmin ({rmin})")
+            return rmin, rmax, None
+        ndim = sizes[0]
+    lo, hi = check_rank_bounds(rmin, rmax, ndim)
+    return tuple(lo), tuple(hi), ndim
+
+
+def check_fraction(value, name: str) -> float:
+    """Validate a fraction in ``(0, 1]`` (of a mode's dimension, e.g. ``rmax_fraction``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and 0 < value <= 1):
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
 
 
 def eps_of(dtype) -> float:

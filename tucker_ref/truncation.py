@@ -12,9 +12,10 @@ Two tolerance rules live here, and they must not be confused (docs/conventions.m
 
 In both, the threshold is ``ϑ = tol·‖·‖_F`` when ``relative`` (of ``X`` for :func:`hosvd`, of
 the core for :func:`truncate`) and ``ϑ = tol`` otherwise, and the rule is always ``tail ≤ ϑ``
-(non-strict), so ``tol = 0`` keeps every nonzero singular value. :func:`truncate` also takes
-the integrator's names (docs/algorithms.md §3): ``tau`` (relative, ``ϑ = τ‖C‖_F``) or
-``theta`` (``ϑ = θ``), checked by :func:`tucker_ref.checks.check_tolerance`.
+(non-strict), so ``tol = 0`` keeps every nonzero singular value. ``tol``/``relative`` is the
+older spelling; the integrator's names (docs/algorithms.md §3) are ``tau`` (relative,
+``ϑ = τ‖C‖_F``) and ``theta`` (``ϑ = θ``). :func:`truncate`'s tolerance and rank bounds are a
+:class:`TruncationRule`, validated once when it is made and passed on unchecked by the steps.
 
 Sign convention (pinned so that golden files are reproducible): every left singular vector
 is flipped so that its entry of largest absolute value is positive (first such entry on ties).
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checks import (as_float_array, check_instance, check_mode, check_nonneg, check_rank_bounds, check_ranks,
-                     check_tolerance, eps_of)
+from .checks import (as_float_array, check_fraction, check_instance, check_mode, check_nonneg, check_rank_bound_spec,
+                     check_ranks, check_tolerance, eps_of)
 from .checks import per_mode  # noqa: F401  (public here before the checks moved to tucker_ref.checks)
 from .tucker import TuckerTensor, multi_mode_product, mode_product, unfold
 
@@ -116,9 +117,7 @@ def rank_from_fraction(fraction: float, n: int) -> int:
 
     The one rule behind ``lenet5(init_rank_fraction=…)`` and the trainer's ``--init-rank F``.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}")
-    return max(1, math.ceil(fraction * n))
+    return max(1, math.ceil(check_fraction(fraction, "fraction") * n))
 
 
 def feasible_ranks(ranks) -> tuple[int, ...]:
@@ -280,7 +279,9 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
     tol : float, optional
         Total error budget (see module docstring): ``‖X − X̂‖ ≤ ϑ`` with ``ϑ = tol·‖X‖_F``
         (``relative=True``) or ``ϑ = tol``. Exactly one of ``ranks`` and ``tol``; neither gives
-        the exact HOSVD (every nonzero singular value kept).
+        the exact HOSVD (every nonzero singular value kept). ``tol``/``relative`` is the older
+        spelling of ``τ`` (relative) or ``ϑ`` (absolute), here a total budget, not
+        :class:`TruncationRule`'s per-mode one.
     sequential : bool
         ST-HOSVD: modes processed in order ``0 … d-1``, each SVD taken of the tensor already
         projected in the earlier modes (cheaper; same quasi-optimality ``‖X − X̂‖ ≤ √d‖X − X_best‖``).
@@ -377,8 +378,93 @@ def hosvd(X, ranks=None, tol=None, relative: bool = True, sequential: bool = Fal
 # ---------------------------------------------------------------------------------------
 # truncation of a Tucker tensor (the integrator's step 3)
 # ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TruncationRule:
+    """The rank-adaptive truncation rule of docs/algorithms.md §3, validated once, when it is made.
+
+    A mode chosen by the rule keeps the smallest rank whose discarded tail is ``≤ ϑ``, clamped
+    to its rank bounds. Made once at a public entry point (:func:`truncate`,
+    :func:`~tucker_ref.integrators.steps.tdlrt_step`, …, or
+    :meth:`TrainConfig.validated <tucker_ref.training.config.TrainConfig.validated>` for a run)
+    and passed down as ``rule=``: nothing below re-checks it.
+
+    Attributes
+    ----------
+    tau, theta : float or None
+        The relative tolerance ``τ`` (``ϑ = τ‖C‖_F``) or the absolute threshold ``θ``
+        (``ϑ = θ``): after construction exactly one is set (neither given means ``τ = 0``,
+        every nonzero singular value kept); both given is an error.
+    rmin, rmax : int or tuple
+        Rank bounds: scalars (any tensor order) or one entry per mode; ``rmax`` ``None`` (or a
+        ``None`` entry) is no cap. ``rmin ≤ rmax``.
+    rmax_fraction : float in (0, 1] or None
+        Also caps mode ``i`` at ``max(1, ⌊f·n_i⌋)``: one rule for tensors of different shapes
+        (``--rmax-fraction`` of the trainer).
+    ndim : int or None
+        The order that per-mode bounds are for (set from their length); ``None`` for scalars.
+    """
+
+    tau: float | None = None
+    theta: float | None = None
+    rmin: int | tuple = 1
+    rmax: int | tuple | None = None
+    rmax_fraction: float | None = None
+    ndim: int | None = None
+
+    def __post_init__(self):
+        value, relative = check_tolerance(self.tau, self.theta)
+        rmin, rmax, ndim = check_rank_bound_spec(self.rmin, self.rmax, self.ndim)
+        fraction = None if self.rmax_fraction is None else check_fraction(self.rmax_fraction, "rmax_fraction")
+        for name, v in (("tau", value if relative else None), ("theta", None if relative else value), ("rmin", rmin),
+                        ("rmax", rmax), ("rmax_fraction", fraction), ("ndim", ndim)):
+            object.__setattr__(self, name, v)
+
+    def threshold(self, core_norm: float) -> float:
+        """``ϑ`` in absolute terms for a core of Frobenius norm ``core_norm``."""
+        return self.theta if self.tau is None else self.tau * core_norm
+
+    def rank_bounds(self, shape) -> tuple[list, list]:
+        """Per-mode ``(rmin_i, rmax_i)`` lists for a tensor of ``shape``.
+
+        ``rmax_i = min(rmax_i, max(1, ⌊rmax_fraction·n_i⌋), n_i)`` (each bound when set) and
+        ``rmin_i = min(rmin_i, rmax_i)``: a cap below ``rmin`` wins. ``shape`` must have
+        :attr:`ndim` modes when it is set (:func:`as_truncation_rule` checks it).
+        """
+        d = len(shape)
+        lo = self.rmin if self.ndim is not None else (self.rmin,) * d
+        hi = self.rmax if self.ndim is not None else (self.rmax,) * d
+        caps = []
+        for n, r in zip(shape, hi):
+            if self.rmax_fraction is not None:
+                f_cap = max(1, math.floor(self.rmax_fraction * n))
+                r = f_cap if r is None else min(r, f_cap)
+            caps.append(n if r is None else min(r, n))
+        return [min(r, c) for r, c in zip(lo, caps)], caps
+
+
+def as_truncation_rule(rule=None, *, tau=None, theta=None, rmin=1, rmax=None, ndim: int | None = None,
+                       where: str = "") -> TruncationRule:
+    """The :class:`TruncationRule` of a public entry point: ``rule`` itself, or one made of the loose values.
+
+    ``rule`` excludes ``tau``/``theta``/``rmin``/``rmax`` (the rule is given once). Loose
+    bounds are made per mode when ``ndim`` is known; a given rule must fit ``ndim``.
+    ``where`` (a step's name) prefixes the messages.
+    """
+    if rule is None:
+        return TruncationRule(tau=tau, theta=theta, rmin=rmin, rmax=rmax, ndim=ndim)
+    prefix = f"{where}: " if where else ""
+    if not isinstance(rule, TruncationRule):
+        raise TypeError(f"{prefix}rule must be a TruncationRule, got {type(rule).__name__}")
+    default_rmin = isinstance(rmin, numbers.Integral) and rmin == 1
+    if tau is not None or theta is not None or rmax is not None or not default_rmin:
+        raise ValueError(f"{prefix}give the truncation rule once: rule, or tau/theta with rmin/rmax, not both")
+    if ndim is not None and rule.ndim not in (None, ndim):
+        raise ValueError(f"{prefix}rule has rank bounds for {rule.ndim} modes, the tensor has {ndim}")
+    return rule
+
+
 def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=1, rmax=None,
-             modes=None, *, tau=None, theta=None):
+             modes=None, *, tau=None, theta=None, rule: TruncationRule | None = None):
     """Truncate a Tucker tensor with orthonormal factors through SVDs of its core unfoldings.
 
     Implements docs/algorithms.md §3: for each truncated mode ``i``, ``Mat_i(C) = P_i Σ_i R_i^T``;
@@ -397,13 +483,17 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         Fixed target rank per mode; an entry ``None`` means "choose by the tolerance" in that
         mode. Fixed targets are not clamped by ``rmin``/``rmax`` but must not exceed the current rank.
     tol : float, optional
-        The per-mode tolerance for the modes chosen by tolerance. ``ranks=None`` without a
-        tolerance keeps every nonzero singular value (``tol = 0``).
+        The per-mode tolerance for the modes chosen by tolerance, in the older spelling
+        (``tol`` with ``relative``). ``ranks=None`` without a tolerance keeps every nonzero
+        singular value (``tol = 0``).
     tau, theta : float, optional
         The same tolerance in the integrator's names: ``tau`` is ``tol`` with ``relative=True``,
         ``theta`` is ``tol`` with ``relative=False``. At most one of ``tol``, ``tau``, ``theta``.
     rmin, rmax : int or sequence, optional
         Clamp interval for tolerance-chosen ranks (per mode or one for all).
+    rule : TruncationRule, optional
+        Tolerance and rank bounds at once, already validated (instead of ``tol``/``tau``/
+        ``theta``/``rmin``/``rmax``); its ``rmax_fraction`` also caps ``rmax``.
     modes : sequence of int, optional
         Modes to truncate (default all); the others keep their factors and rank untouched
         (except for feasibility recompression).
@@ -437,19 +527,23 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
     if not T.has_orthonormal_factors():
         T = T.orthonormalize()
     modes_set = set(range(d)) if modes is None else _parse_modes(modes, d)
-    tol, relative, tol_name = _tolerance(tol, relative, tau, theta)
+    tolerance_given = rule is not None or any(v is not None for v in (tol, tau, theta))
+    tau, theta, tol_name = _tolerance(tol, relative, tau, theta)
+    if rule is not None:
+        tol_name = "rule"
+    rule = as_truncation_rule(rule, tau=tau, theta=theta, rmin=rmin, rmax=rmax, ndim=d)
     if ranks is not None:
         ranks = _parse_fixed_ranks(ranks, d)
-        if tol is not None and all(r is not None for r in ranks):
+        if tolerance_given and all(r is not None for r in ranks):
             raise ValueError(f"give exactly one of ranks and {tol_name}, not both (use None entries in ranks to mix)")
-    rmin_l, rmax_l = check_rank_bounds(rmin, rmax, d)
+    rmin_l, rmax_l = rule.rank_bounds(T.shape)
 
     C = T.core
     norm_c = float(np.linalg.norm(C))
-    threshold = (tol if tol is not None else 0.0) * (norm_c if relative else 1.0)
+    threshold = rule.threshold(norm_c)
     keep, svals, tails, clamps, requested, bounds = [], [], [], {}, [], []
     for i, (P, s) in enumerate(unfolding_svds(C)):
-        r_hat, n_i = C.shape[i], T.shape[i]
+        r_hat = C.shape[i]
         clamps[i] = []
         bounds.append(None)
         if i not in modes_set:
@@ -461,8 +555,8 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         else:
             r = rank_for_tolerance(s, threshold)
             bounds[i] = threshold
-            lo = min(rmin_l[i], r_hat, n_i)
-            hi = r_hat if rmax_l[i] is None else min(rmax_l[i], r_hat)
+            lo = min(rmin_l[i], r_hat)
+            hi = min(rmax_l[i], r_hat)
             if r < lo:
                 r = lo
                 clamps[i].append("rmin")
@@ -494,7 +588,7 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
         tails=tails,
         certificate=float(np.sqrt(sum(t * t for t in tails))),
         error=eta,
-        threshold=threshold if (tol is not None or ranks is None) else None,
+        threshold=threshold if (tolerance_given or ranks is None) else None,
         rule="per-mode tail <= theta" if ranks is None or any(r is None for r in ranks) else "ranks",
         clamps=clamps,
         mode_thresholds=tuple(bounds),
@@ -503,15 +597,14 @@ def truncate(T: TuckerTensor, ranks=None, tol=None, relative: bool = True, rmin=
 
 
 def _tolerance(tol, relative, tau, theta):
-    """``(value, relative, name)`` of the one tolerance given as ``tol``, ``tau`` or ``theta`` (``value`` ``None`` if none)."""
+    """``(tau, theta, name)`` of the one tolerance given as ``tol`` (the older spelling), ``tau`` or ``theta``."""
     if tol is None:
-        if tau is None and theta is None:
-            return None, relative, "tol"
-        value, relative = check_tolerance(tau, theta)
-        return value, relative, "tau" if relative else "theta"
+        return tau, theta, "tau" if theta is None else "theta"
     if tau is not None or theta is not None:
         raise ValueError("give the tolerance once: tol (with relative), tau or theta")
-    return check_nonneg(tol, "tol"), relative, "tol"
+    # checked here to name the argument the caller used; TruncationRule checks tau/theta
+    tol = check_nonneg(tol, "tol")
+    return (tol, None, "tol") if relative else (None, tol, "tol")
 
 
 def _parse_fixed_ranks(ranks, d):

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..checks import as_float_array, check_nonneg, check_rank_bounds, check_tolerance
+from ..checks import as_float_array, check_nonneg
 from ..manifold import normal_component_norm, tangent_projection
+from ..truncation import TruncationRule, as_truncation_rule
 from ..tucker import TuckerTensor, multi_mode_product
 from .optim import SGD
 from .oracle import (
@@ -360,12 +361,15 @@ def s_step(point: AugmentedPoint, grad, lr, *, optimizer=None, core_grad=None, g
 
 
 def truncate_cycle(point: AugmentedPoint, *, tau=None, theta=None, adaptive_modes=None, rmin=1, rmax=None,
-                   optimizer=None, name: str | None = None, caller: str = "truncate_cycle"):
+                   optimizer=None, name: str | None = None, caller: str = "truncate_cycle",
+                   rule: TruncationRule | None = None):
     """Close a cycle: rank-adaptive truncation of ``Ŷ`` and the optimizer state's transport (docs/algorithms.md §3).
 
     :func:`~.substeps.truncate_step` on ``(Ĉ, Û)`` with the non-adaptive modes truncated back
     to ``point.ranks_before``; the core state is transported by ``P_i^T = U_i^{1T} Û_i`` and,
     when ``optimizer`` is given, stored in ``optimizer.state`` (the only place a cycle writes it).
+    The tolerance and rank bounds are ``tau``/``theta``/``rmin``/``rmax`` or one validated
+    ``rule`` (:class:`~tucker_ref.truncation.TruncationRule`).
 
     Returns
     -------
@@ -389,10 +393,11 @@ def truncate_cycle(point: AugmentedPoint, *, tau=None, theta=None, adaptive_mode
     step = step_label(caller, name)
     if not isinstance(point, AugmentedPoint):
         raise TypeError(f"{step}: point must be an AugmentedPoint (from augment), got {type(point).__name__}")
+    rule = as_truncation_rule(rule, tau=tau, theta=theta, rmin=rmin, rmax=rmax, ndim=point.core.ndim, where=step)
     transporter = _check_optimizer(optimizer, point.ranks, step, state=point.optimizer_state)
     with _timed(point.timings, "truncate"):
-        Y_new, trunc = truncate_step(point.core, point.bases, tau=tau, theta=theta, rmin=rmin, rmax=rmax,
-                                     adaptive_modes=adaptive_modes, fixed_ranks=point.ranks_before)
+        Y_new, trunc = truncate_step(point.core, point.bases, rule=rule, adaptive_modes=adaptive_modes,
+                                     fixed_ranks=point.ranks_before)
         state = transporter.transport(point.optimizer_state, [U1.T @ Uh for U1, Uh in zip(Y_new.factors, point.bases)])
     if optimizer is not None:
         optimizer.state = state
@@ -430,15 +435,15 @@ def cycle_report(point: AugmentedPoint, Y0: TuckerTensor, Y_new: TuckerTensor, t
     )
 
 
-def _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant):
+def _check_step_arguments(step, Y, lr, rule, tau, theta, rmin, rmax, adaptive_modes, variant):
+    """``(Y, lr, rule)`` of a composite step, checked before anything is computed."""
     Y = check_point(Y, step)
     lr = check_lr(lr)
-    check_tolerance(tau, theta)
-    check_rank_bounds(rmin, rmax, Y.ndim)
+    rule = as_truncation_rule(rule, tau=tau, theta=theta, rmin=rmin, rmax=rmax, ndim=Y.ndim, where=step)
     check_adaptive_modes(adaptive_modes, Y.ndim)
     if variant not in VARIANTS:
         raise ValueError(f"{step}: variant must be one of {VARIANTS}, got {variant!r}")
-    return Y, lr
+    return Y, lr, rule
 
 
 # ---------------------------------------------------------------------------------------
@@ -488,7 +493,7 @@ def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str
 
 def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str = "k_step", adaptive_modes=None,
                rmin=1, rmax=None, s_step_gradient: str = "same_point", loss=None, optimizer=None,
-               diagnostics: bool = True, name: str | None = None):
+               diagnostics: bool = True, name: str | None = None, rule: TruncationRule | None = None):
     """One rank-adaptive BUG step with explicit Euler substeps (docs/algorithms.md §1-§3).
 
     The cycle of one S-step: ``truncate_cycle(s_step(augment(Y0, ∇L(Y0)), g, λ))``. For every
@@ -528,6 +533,8 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
         dense tangent projection; the theory path wants them, the trainer passes ``False``).
     name : str, optional
         Layer name used in error messages.
+    rule : TruncationRule, optional
+        ``tau``/``theta``/``rmin``/``rmax`` as one object, already validated (excludes them).
 
     Returns
     -------
@@ -551,7 +558,7 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
     (True, True)
     """
     step = step_label("tdlrt_step", name)
-    Y, lr = _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant)
+    Y, lr, rule = _check_step_arguments(step, Y, lr, rule, tau, theta, rmin, rmax, adaptive_modes, variant)
     if s_step_gradient not in S_STEP_GRADIENTS:
         raise ValueError(f"{step}: s_step_gradient must be one of {S_STEP_GRADIENTS}, got {s_step_gradient!r}")
     if s_step_gradient == "reevaluate" and not is_gradient_callable(grad):
@@ -576,8 +583,8 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
         if diagnostics:
             grad_core0 = galerkin_gradient(point, oracle0, name=name, caller="tdlrt_step")
     point = s_step(point, None, lr, optimizer=optimizer, core_grad=grad_core, name=name, caller="tdlrt_step")
-    Y_new, trunc = truncate_cycle(point, tau=tau, theta=theta, adaptive_modes=adaptive_modes, rmin=rmin, rmax=rmax,
-                                  optimizer=optimizer, name=name, caller="tdlrt_step")
+    Y_new, trunc = truncate_cycle(point, rule=rule, adaptive_modes=adaptive_modes, optimizer=optimizer, name=name,
+                                  caller="tdlrt_step")
     with _timed(point.timings, "loss"):
         loss_after = loss_at(loss, Y_new)
     report = cycle_report(point, Y, Y_new, trunc,
@@ -588,7 +595,8 @@ def tdlrt_step(Y: TuckerTensor, grad, lr, *, tau=None, theta=None, variant: str 
 
 
 def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: str = "k_step", adaptive_modes=None,
-                rmin=1, rmax=None, loss=None, optimizer=None, diagnostics: bool = True, name: str | None = None):
+                rmin=1, rmax=None, loss=None, optimizer=None, diagnostics: bool = True, name: str | None = None,
+                rule: TruncationRule | None = None):
     """One cycle of ``K = len(grads)`` S-steps on one augmented basis (docs/algorithms.md §5).
 
     ``grads[0]`` is the gradient at ``Y0`` (ndarray, oracle or callable): it builds the
@@ -619,7 +627,7 @@ def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: st
     True
     """
     step = step_label("tdlrt_cycle", name)
-    Y, lr = _check_step_arguments(step, Y, lr, tau, theta, rmin, rmax, adaptive_modes, variant)
+    Y, lr, rule = _check_step_arguments(step, Y, lr, rule, tau, theta, rmin, rmax, adaptive_modes, variant)
     if isinstance(grads, (np.ndarray, str, bytes)) or not isinstance(grads, (list, tuple)) or not grads:
         raise TypeError(f"{step}: grads must be a non-empty list (the gradient at Y0, then one callable per further "
                         f"S-step), got {type(grads).__name__}")
@@ -640,8 +648,8 @@ def tdlrt_cycle(Y: TuckerTensor, grads, lr, *, tau=None, theta=None, variant: st
                    caller="tdlrt_cycle")
     for g in grads[1:]:
         point = s_step(point, g, lr, optimizer=optimizer, name=name, caller="tdlrt_cycle")
-    Y_new, trunc = truncate_cycle(point, tau=tau, theta=theta, adaptive_modes=adaptive_modes, rmin=rmin, rmax=rmax,
-                                  optimizer=optimizer, name=name, caller="tdlrt_cycle")
+    Y_new, trunc = truncate_cycle(point, rule=rule, adaptive_modes=adaptive_modes, optimizer=optimizer, name=name,
+                                  caller="tdlrt_cycle")
     with _timed(point.timings, "loss"):
         loss_after = loss_at(loss, Y_new)
     report = cycle_report(point, Y, Y_new, trunc, proj_grad_norm=float(np.linalg.norm(grad_core0)),

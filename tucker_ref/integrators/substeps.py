@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 
 from ..checks import as_float_array, check_instance, check_mode, check_nonneg, check_rank_bounds, check_tolerance
-from ..truncation import fix_signs, orth, truncate
+from ..truncation import TruncationRule, as_truncation_rule, fix_signs, orth, truncate
 from ..tucker import TuckerTensor, unfold
 
 
@@ -237,7 +237,7 @@ def check_adaptive_modes(adaptive_modes, ndim: int) -> tuple[int, ...]:
 
 
 def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adaptive_modes=None,
-                  fixed_ranks=None):
+                  fixed_ranks=None, rule: TruncationRule | None = None):
     """Rank-adaptive truncation of ``Ĉ1 ×_i Û_i`` (docs/algorithms.md §3), via :func:`truncation.truncate`.
 
     Adaptive mode ``i``: SVD ``Mat_i(Ĉ1) = P_i Σ_i R_i^T``, keep the smallest ``r`` with
@@ -265,6 +265,9 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
     fixed_ranks : sequence of int, optional
         Target ranks of the non-adaptive modes (entries of adaptive modes are ignored);
         ``None`` leaves non-adaptive modes at their current rank.
+    rule : TruncationRule, optional
+        ``tau``/``theta``/``rmin``/``rmax`` as one object validated where it was made (the
+        composite steps pass theirs); excludes the loose arguments.
 
     Returns
     -------
@@ -277,7 +280,7 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
     if isinstance(U_hat, np.ndarray) or not isinstance(U_hat, (list, tuple)):
         raise TypeError(f"U_hat must be a list of {C_hat.ndim} matrices, got {type(U_hat).__name__}")
     d = C_hat.ndim
-    tol, relative = check_tolerance(tau, theta)
+    rule = as_truncation_rule(rule, tau=tau, theta=theta, rmin=rmin, rmax=rmax, ndim=d)
     adaptive = check_adaptive_modes(adaptive_modes, d)
     T = TuckerTensor(C_hat, list(U_hat))
     if fixed_ranks is not None and (isinstance(fixed_ranks, (numbers.Integral, str, bytes)) or len(fixed_ranks) != d):
@@ -293,12 +296,10 @@ def truncate_step(C_hat, U_hat, *, tau=None, theta=None, rmin=1, rmax=None, adap
         if target < C_hat.shape[i]:
             ranks[i] = int(target)
             modes.append(i)
-    tolerance = {("tau" if relative else "theta"): tol} if adaptive else {}
-    out, report = truncate(T, ranks=ranks, rmin=rmin, rmax=rmax, modes=modes, **tolerance)
+    out, report = truncate(T, ranks=ranks, modes=modes, rule=rule if adaptive else None)
     # A non-adaptive mode truncated back to its rank is not held to ϑ: record when it exceeds it
     # (the same ϑ as the report's; computed here too when no mode is adaptive).
-    theta = report.threshold if report.threshold is not None else tol * (
-        float(np.linalg.norm(C_hat)) if relative else 1.0)
+    theta = report.threshold if report.threshold is not None else rule.threshold(float(np.linalg.norm(C_hat)))
     for i in range(d):
         if ranks[i] is not None and report.tails[i] > theta:
             report.clamps[i].append("fixed")

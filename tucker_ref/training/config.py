@@ -43,6 +43,7 @@ Defaults and their reasons (the same text is in ``tucker-ref train --help`` and 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -50,13 +51,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..checks import check_nonneg, check_positive_int, check_unit_interval
 from ..integrators.optim import DEFAULT_MOMENTUM
-
-#: Methods the trainer runs (``--method``).
-METHODS = ("tdlrt", "full", "naive-tucker", "fixed-rank", "fixed-rank-layerwise", "riemannian")
-#: Methods whose conv layers and first dense layer are factorized.
-FACTORIZED_METHODS = ("tdlrt", "naive-tucker", "fixed-rank", "fixed-rank-layerwise", "riemannian")
-#: Methods whose integrator steps carry no momentum state: they run plain SGD.
-SGD_ONLY_METHODS = ("fixed-rank", "fixed-rank-layerwise", "riemannian")
+from ..truncation import TruncationRule
 #: ``--variant`` values (a command-line contract) -> the integrator's variant name
 #: (:data:`tucker_ref.integrators.steps.VARIANTS`): the one place the two vocabularies meet.
 VARIANTS = {"k_step": "k_step", "gradient": "augmented_gradient"}
@@ -66,6 +61,51 @@ DEFAULT_DTYPE = "float32"
 #: ``--init-rank`` default of the fixed-rank methods: the fraction of each adaptive mode's
 #: dimension to start at (``tdlrt`` starts at full rank, or at the cap).
 DEFAULT_INIT_RANK = 0.2
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the settings and the trainer need to know of a ``--method`` (its step is in :mod:`.methods`).
+
+    Attributes
+    ----------
+    factorized : bool
+        The conv layers and the first dense layer are factorized.
+    chooses_ranks : bool
+        The step chooses the ranks (by ``tau``): the layers start at full rank (capped by
+        ``rmax`` / ``rmax_fraction``) and the summary shows where the ranks started.
+    cycles : bool
+        Takes ``s_steps > 1`` (several S-steps on one augmented basis).
+    sgd_only : bool
+        Its integrator steps carry no optimizer state: plain SGD only.
+    """
+
+    factorized: bool
+    chooses_ranks: bool = False
+    cycles: bool = False
+    sgd_only: bool = False
+
+    @property
+    def default_init_rank(self):
+        """``init_rank`` when none is given (or for a layer a per-layer ``--init-rank`` does not name)."""
+        return None if self.chooses_ranks else DEFAULT_INIT_RANK
+
+
+#: The one table of per-method facts, in ``--method`` order.
+METHOD_SPECS = {
+    "tdlrt": MethodSpec(factorized=True, chooses_ranks=True, cycles=True),
+    "full": MethodSpec(factorized=False),
+    "naive-tucker": MethodSpec(factorized=True),
+    "fixed-rank": MethodSpec(factorized=True, sgd_only=True),
+    "fixed-rank-layerwise": MethodSpec(factorized=True, sgd_only=True),
+    "riemannian": MethodSpec(factorized=True, sgd_only=True),
+}
+#: Methods the trainer runs (``--method``).
+METHODS = tuple(METHOD_SPECS)
+#: Methods whose conv layers and first dense layer are factorized.
+FACTORIZED_METHODS = tuple(m for m, spec in METHOD_SPECS.items() if spec.factorized)
+#: Methods whose integrator steps carry no momentum state: they run plain SGD.
+SGD_ONLY_METHODS = tuple(m for m, spec in METHOD_SPECS.items() if spec.sgd_only)
 #: ``--optimizer`` values.
 OPTIMIZER_NAMES = ("sgd", "momentum", "adam", "adamw")
 #: ``--lr-schedule`` values.
@@ -188,33 +228,33 @@ class TrainConfig:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {c.method!r}")
         if c.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {c.variant!r}")
-        for name in ("tau", "lr"):
-            setattr(c, name, check_nonneg(getattr(c, name), name, allow_none=False))
+        spec = METHOD_SPECS[c.method]
+        if c.tau is None:
+            raise ValueError("tau is required (a non-negative number)")
+        rule = c.truncation_rule
+        if rule.ndim is not None:
+            raise TypeError(f"rmin and rmax must be integers (one bound for every adaptive mode of every layer), "
+                            f"got rmin={c.rmin!r}, rmax={c.rmax!r}")
+        c.tau, c.rmin, c.rmax, c.rmax_fraction = rule.tau, rule.rmin, rule.rmax, rule.rmax_fraction
+        c.lr = check_nonneg(c.lr, "lr", allow_none=False)
         if c.lr == 0:
             raise ValueError("lr must be > 0, got 0")
-        for name in ("epochs", "batch_size", "log_every", "rmin", "s_steps"):
+        for name in ("epochs", "batch_size", "log_every", "s_steps"):
             setattr(c, name, check_positive_int(getattr(c, name), name))
-        for name in ("rmax", "train_subset", "test_subset", "max_steps"):
+        for name in ("train_subset", "test_subset", "max_steps"):
             if getattr(c, name) is not None:
                 setattr(c, name, check_positive_int(getattr(c, name), name))
-        if c.rmax is not None and c.rmax < c.rmin:
-            raise ValueError(f"rmax ({c.rmax}) must be >= rmin ({c.rmin})")
         if isinstance(c.seed, bool) or not isinstance(c.seed, numbers.Integral) or c.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {c.seed!r}")
         if isinstance(c.validation, bool) or not isinstance(c.validation, numbers.Integral) or c.validation < 0:
             raise ValueError(f"validation must be an integer >= 0 (images set aside), got {c.validation!r}")
         c.adaptive_modes = parse_adaptive_modes(c.adaptive_modes)
-        if c.init_rank is None and c.method != "tdlrt":
-            c.init_rank = DEFAULT_INIT_RANK
+        if c.init_rank is None:
+            c.init_rank = spec.default_init_rank
         if c.init_rank is not None:
             c.init_rank = parse_init_rank(c.init_rank)
-        if c.rmax_fraction is not None:
-            f = c.rmax_fraction
-            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (math.isfinite(f) and 0 < f <= 1):
-                raise ValueError(f"rmax_fraction must be a number in (0, 1], got {f!r}")
-            c.rmax_fraction = float(f)
         _validate_optimizer(c)
-        if c.s_steps > 1 and c.method != "tdlrt":
+        if c.s_steps > 1 and not spec.cycles:
             raise ValueError(f"s_steps > 1 is the TDLRT cycle; method {c.method} takes one step per batch")
         if c.check_descent and c.s_steps != 1:
             raise ValueError("check_descent measures one TDLRT step per batch: s_steps must be 1")
@@ -232,6 +272,14 @@ class TrainConfig:
             raise ValueError("overwrite starts a fresh run and cannot be combined with resume (which continues "
                              "the run in out)")
         return c
+
+    @functools.cached_property
+    def truncation_rule(self) -> TruncationRule:
+        """``tau``, ``rmin``, ``rmax``, ``rmax_fraction`` as one :class:`~tucker_ref.truncation.TruncationRule`.
+
+        Made, and so validated, once per config, by :meth:`validated`; the update rule passes it
+        to every truncation of the run (docs/algorithms.md §3)."""
+        return TruncationRule(tau=self.tau, rmin=self.rmin, rmax=self.rmax, rmax_fraction=self.rmax_fraction)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -256,7 +304,8 @@ class TrainConfig:
 
 def _validate_optimizer(c: TrainConfig) -> None:
     """Resolve and check ``optimizer``, ``momentum``, ``weight_decay``, ``lr_schedule``, ``clip_grad_norm``."""
-    plain_sgd = c.check_descent or c.method in SGD_ONLY_METHODS
+    sgd_only = METHOD_SPECS[c.method].sgd_only
+    plain_sgd = c.check_descent or sgd_only
     if c.momentum is not None:
         check_unit_interval(c.momentum, "momentum")
     if c.optimizer is None:
@@ -273,7 +322,7 @@ def _validate_optimizer(c: TrainConfig) -> None:
     if c.check_descent and c.optimizer != "sgd":
         raise ValueError("check_descent measures plain SGD steps: momentum must be 0 and the optimizer sgd "
                          "(leave --optimizer and --momentum unset)")
-    if c.method in SGD_ONLY_METHODS and c.optimizer != "sgd":
+    if sgd_only and c.optimizer != "sgd":
         raise ValueError(f"method {c.method} has no momentum transport (no optimizer state at all), so it runs "
                          f"plain SGD: leave --optimizer and --momentum unset, got optimizer {c.optimizer}, "
                          f"momentum {c.momentum}")
@@ -283,9 +332,9 @@ def _validate_optimizer(c: TrainConfig) -> None:
         setattr(c, name, check_nonneg(getattr(c, name), name))
     if c.clip_grad_norm == 0:
         raise ValueError("clip_grad_norm must be > 0 (leave it unset for no clipping), got 0")
-    if c.clip_grad_norm is not None and c.method in SGD_ONLY_METHODS:
+    if c.clip_grad_norm is not None and sgd_only:
         raise ValueError(f"clip_grad_norm is not implemented for method {c.method}")
-    if c.weight_decay and c.method in SGD_ONLY_METHODS:
+    if c.weight_decay and sgd_only:
         raise ValueError(f"weight_decay is not implemented for method {c.method}")
     if c.lr_schedule not in LR_SCHEDULE_NAMES:
         raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULE_NAMES)}, got {c.lr_schedule!r}")

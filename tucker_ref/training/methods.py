@@ -60,7 +60,7 @@ from ..integrators.optim import OPTIMIZERS, HeavyBall, clip_factor
 from ..integrators.steps import (augment, cycle_report, fixed_rank_bug_step, fixed_rank_projected_point,
                                  fixed_rank_s_step, galerkin_gradient, s_step, truncate_cycle)
 from ..tucker import TuckerTensor
-from .config import DEFAULT_INIT_RANK, VARIANTS
+from .config import VARIANTS
 
 
 def adaptive_modes_for(ndim: int, setting) -> tuple[int, ...]:
@@ -77,23 +77,16 @@ def adaptive_modes_for(ndim: int, setting) -> tuple[int, ...]:
 def rank_bounds(shape, config) -> tuple[list, list]:
     """Per-mode ``(rmin, rmax)`` of a factorized weight for the settings of ``config``.
 
-    Adaptive modes: ``rmax_i = min(rmax, max(1, ⌊rmax_fraction·n_i⌋), n_i)`` (each bound only
-    when set) and ``rmin_i = min(rmin, rmax_i)`` (a cap below ``rmin`` wins: conv1 has one
-    input channel). Non-adaptive modes: ``(1, None)`` (they keep their rank).
+    Adaptive modes: those of ``config.truncation_rule``
+    (:meth:`~tucker_ref.truncation.TruncationRule.rank_bounds`: ``rmax_i = min(rmax,
+    max(1, ⌊rmax_fraction·n_i⌋), n_i)``, each bound only when set, and ``rmin_i = min(rmin,
+    rmax_i)``; a cap below ``rmin`` wins: conv1 has one input channel). Non-adaptive modes:
+    ``(1, None)`` (they keep their rank).
     """
     adaptive = adaptive_modes_for(len(shape), config.adaptive_modes)
-    lo, hi = [], []
-    for i, n in enumerate(shape):
-        if i not in adaptive:
-            lo.append(1)
-            hi.append(None)
-            continue
-        cap = n if config.rmax is None else min(config.rmax, n)
-        if config.rmax_fraction is not None:
-            cap = min(cap, max(1, math.floor(config.rmax_fraction * n)))
-        lo.append(min(config.rmin, cap))
-        hi.append(cap)
-    return lo, hi
+    lo, hi = config.truncation_rule.rank_bounds(shape)
+    return ([r if i in adaptive else 1 for i, r in enumerate(lo)],
+            [r if i in adaptive else None for i, r in enumerate(hi)])
 
 
 def make_optimizer(config):
@@ -112,20 +105,15 @@ def plain_gradient_keys(model, grads: dict) -> list[str]:
 class UpdateRule:
     """Base class: the optimizer for dense parameters and its state, checkpointable.
 
-    Besides the step, a rule says what the trainer needs to know of its method: where its
-    ranks start (:attr:`default_init_rank`, :meth:`initial_rank_caps`), whether it chooses
-    them (:attr:`chooses_ranks`), and the terms of the descent bound for ``--check-descent``
-    (:meth:`descent_terms`).
+    Besides the step, a rule says what the trainer needs to know of how its method steps: the
+    caps of its initial ranks (:meth:`initial_rank_caps`) and the terms of the descent bound
+    for ``--check-descent`` (:meth:`descent_terms`). Facts about a method that are not code
+    (factorized, chooses its ranks, …) are in :data:`~tucker_ref.training.config.METHOD_SPECS`.
 
     Parameters
     ----------
     config : validated :class:`~tucker_ref.training.config.TrainConfig`
     """
-
-    #: ``init_rank`` of the factorized layers an explicit per-layer ``--init-rank`` does not name.
-    default_init_rank = DEFAULT_INIT_RANK
-    #: Whether the step chooses the ranks (by ``tau``): the summary then shows where they started.
-    chooses_ranks = False
 
     def __init__(self, config):
         self.config = config
@@ -279,10 +267,6 @@ class TDLRTUpdate(UpdateRule):
     "ranks_before": …, "ranks_augmented": …}``.
     """
 
-    #: Full rank (capped by :meth:`initial_rank_caps`), so that ``tau`` decides the ranks.
-    default_init_rank = None
-    chooses_ranks = True
-
     @classmethod
     def initial_rank_caps(cls, shape, config):
         """The ``rmax`` / ``rmax_fraction`` caps of :func:`rank_bounds`.
@@ -348,9 +332,10 @@ class TDLRTUpdate(UpdateRule):
         c = self.config
         cycle = self.cycles[name]
         point, Y0 = cycle["point"], cycle["Y0"]
-        rmin, rmax = rank_bounds(Y0.shape, c)
         adaptive = adaptive_modes_for(Y0.ndim, c.adaptive_modes)
-        Y1, trunc = truncate_cycle(point, tau=c.tau, adaptive_modes=adaptive, rmin=rmin, rmax=rmax,
+        # The run's rule, validated once by TrainConfig.validated; its bounds outside the
+        # adaptive modes are never read (those modes are truncated back to their rank).
+        Y1, trunc = truncate_cycle(point, rule=c.truncation_rule, adaptive_modes=adaptive,
                                    optimizer=self.layer_optimizers[name], name=name, caller="tdlrt_step")
         layer.weight = Y1
         return cycle_report(point, Y0, Y1, trunc, oracle0=cycle["oracle0"], proj_grad_norm=cycle["proj_grad_norm"],

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data import iterate_minibatches
 from ..nn.functional import softmax_cross_entropy
-from .methods import RULES
+from .config import METHOD_SPECS
 from .metrics import core_spectra, parameter_report, ranks_of
 from .runfiles import append_jsonl, keep_jsonl, read_jsonl, write_json
 
@@ -105,7 +105,7 @@ def format_summary(summary: dict) -> str:
                      f"(loss {final['validation_loss']:.4f})")
     args = summary.get("args") or {}
     # A method that chooses its ranks shows where they started; the others keep theirs.
-    initial = (summary.get("initial_ranks") or {}) if RULES[summary["method"]].chooses_ranks else {}
+    initial = (summary.get("initial_ranks") or {}) if METHOD_SPECS[summary["method"]].chooses_ranks else {}
     if initial:
         start = "a full-rank start" if args.get("init_rank") is None and args.get("rmax_fraction") is None else \
             "the initial ranks"

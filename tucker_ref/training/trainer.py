@@ -91,7 +91,7 @@ from ..nn.models import LENET5_WEIGHT_SHAPES, lenet5
 from ..truncation import feasible_ranks, rank_from_fraction
 from ..tucker import TuckerTensor
 from . import checkpoint as ckpt
-from .config import FACTORIZED_METHODS, TrainConfig
+from .config import FACTORIZED_METHODS, METHOD_SPECS, TrainConfig
 from .methods import RULES, adaptive_modes_for, make_update_rule, plain_gradient_keys
 from .metrics import accuracy, ranks_of
 from .progress import ProgressLine
@@ -131,13 +131,13 @@ def initial_ranks(config: TrainConfig) -> dict | None:
     :meth:`~tucker_ref.training.methods.UpdateRule.initial_rank_caps` (for ``tdlrt`` ``rmax`` /
     ``rmax_fraction``, :func:`~tucker_ref.training.methods.rank_bounds`). Explicit per-layer
     ranks are used as given (layers not named use the method's
-    :attr:`~tucker_ref.training.methods.UpdateRule.default_init_rank`). The result is made
+    :attr:`~tucker_ref.training.config.MethodSpec.default_init_rank`). The result is made
     feasible (``r_i ≤ ∏_{j≠i} r_j``).
     """
     if config.method not in FACTORIZED_METHODS:
         return None
     rule_class = RULES[config.method]
-    default = rule_class.default_init_rank
+    default = METHOD_SPECS[config.method].default_init_rank
     out = {}
     for name in ("conv1", "conv2", "fc1"):
         shape = LENET5_WEIGHT_SHAPES[name]
