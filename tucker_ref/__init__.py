@@ -15,7 +15,7 @@ from .manifold import (
     tangent_projection,
     tangent_vector,
 )
-from .truncation import TruncationReport, feasible_ranks, hosvd, is_feasible, orth, truncate
+from .truncation import TruncationReport, TruncationRule, feasible_ranks, hosvd, is_feasible, orth, truncate
 from .tucker import TuckerTensor, fold, mode_product, multi_mode_product, unfold
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "TangentVector",
     "TruncationReport",
+    "TruncationRule",
     "TuckerTensor",
     "feasible_ranks",
     "fold",
