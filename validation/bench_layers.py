@@ -18,7 +18,10 @@ NumPy's BLAS and torch use the same thread count (threadpoolctl when installed; 
 both keep their default, which on the 2-core reference machine is 2). Every number is the
 median over several rounds after a warm-up call; the LeNet step also prints the best round,
 which is the steadier figure when other processes share the cores (the load average is
-printed before and after).
+printed before and after). glibc's malloc thresholds are raised for the whole process
+(:func:`tucker_ref.training.runtime.raise_malloc_thresholds`, as ``tucker-ref train`` does), so
+torch and tucker_ref run with the same allocator settings; ``TUCKER_REF_KEEP_MALLOC=1`` keeps
+glibc's defaults.
 """
 
 from __future__ import annotations
@@ -34,9 +37,11 @@ from typing import NamedTuple
 import numpy as np
 
 from tucker_ref.nn import functional as F
+from tucker_ref.training.runtime import raise_malloc_thresholds
 
 BATCH = 128
 LR = 0.01
+MALLOC_NOTE = "glibc's malloc thresholds raised for the whole process (both contenders): {}; TUCKER_REF_KEEP_MALLOC=1 keeps the defaults"
 
 
 class Timing(NamedTuple):
@@ -250,6 +255,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS and torch threads")
     args = parser.parse_args()
     repeats = 5 if args.quick else 21
+    malloc_raised = raise_malloc_thresholds()
 
     try:
         import torch
@@ -269,6 +275,7 @@ def main():
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
               f"numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else "") + f"; threads: {thread_note}")
         print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on the cores distort every number)")
+        print(MALLOC_NOTE.format(malloc_raised))
         rng = np.random.default_rng(0)
         x64 = rng.standard_normal((BATCH, 1, 28, 28))
         labels = rng.integers(0, 10, size=BATCH)
