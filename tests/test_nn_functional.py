@@ -492,3 +492,30 @@ def test_bad_input_raises_value_error_naming_the_argument(call, match):
 def test_bad_input_type_raises_type_error_naming_the_argument(call, match):
     with pytest.raises(TypeError, match=match):
         call()
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, None), (3, 2), ((2, 3), (1, 2))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_max_pool2d_equals_relu_then_max_pool(kernel, stride, dtype):
+    rng = np.random.default_rng(7)
+    # rounded values: ties inside windows, windows that are all <= 0, and exact zeros
+    x = np.round(rng.standard_normal((3, 4, 9, 10)) * 2).astype(dtype)
+    x[0, 0] = -1.0
+    y_ref, cache_ref = F.max_pool2d(F.relu(x), kernel, stride)
+    y, cache = F.relu_max_pool2d(x, kernel, stride)
+    assert y.dtype == dtype and np.array_equal(y, y_ref)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx_ref = F.relu_backward(F.max_pool2d_backward(dy, cache_ref), x)
+    dx = F.max_pool2d_backward(dy, cache)
+    assert dx.dtype == dtype and np.array_equal(dx, dx_ref)
+    assert not dx[0, 0].any()
+
+
+def test_relu_max_pool2d_widens_argmax_for_large_windows():
+    x = -np.ones((1, 1, 16, 16))
+    x[0, 0, 15, 15] = 1.0
+    y, cache = F.relu_max_pool2d(x, 16)
+    assert y.ravel().tolist() == [1.0] and cache.argmax.ravel().tolist() == [255]
+    y, cache = F.relu_max_pool2d(-x - 2, 16)  # every entry <= 0: the 257th tap index 256
+    assert y.ravel().tolist() == [0.0] and cache.argmax.ravel().tolist() == [256]
+    assert not F.max_pool2d_backward(np.ones_like(y), cache).any()

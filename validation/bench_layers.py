@@ -9,7 +9,8 @@ Prints, in one run on one machine:
     dense 500->10, softmax cross-entropy) built from ``tucker_ref.nn.functional`` in
     float32 and float64, and the same network in PyTorch CPU float32 (if torch is
     importable) with the ratio; plus where the time of our float32 step goes, kernel by
-    kernel;
+    kernel. Ours runs each relu + max-pool pair as ``relu_max_pool2d`` (pool first: the two
+    commute exactly, same values and gradients); torch runs relu, then max_pool2d;
 (b) conv2d forward + backward GFLOP/s for the two LeNet conv shapes against the GFLOP/s
     of ``np.matmul`` on square matrices doing the same number of flops as one conv pass,
     same dtype, and the ratio; for context also our three GEMMs alone and torch's conv.
@@ -18,7 +19,10 @@ NumPy's BLAS and torch use the same thread count (threadpoolctl when installed; 
 both keep their default, which on the 2-core reference machine is 2). Every number is the
 median over several rounds after a warm-up call; the LeNet step also prints the best round,
 which is the steadier figure when other processes share the cores (the load average is
-printed before and after).
+printed before and after). glibc's malloc thresholds are raised for the whole process
+(:func:`tucker_ref.training.runtime.raise_malloc_thresholds`, as ``tucker-ref train`` does), so
+torch and tucker_ref run with the same allocator settings; ``TUCKER_REF_KEEP_MALLOC=1`` keeps
+glibc's defaults.
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from typing import NamedTuple
 import numpy as np
 
 from tucker_ref.nn import functional as F
+from tucker_ref.training.runtime import raise_malloc_thresholds
 
 BATCH = 128
 LR = 0.01
+MALLOC_NOTE = "glibc's malloc thresholds raised for the whole process (both contenders): {}; TUCKER_REF_KEEP_MALLOC=1 keeps the defaults"
 
 
 class Timing(NamedTuple):
@@ -96,11 +102,10 @@ def lenet_forward_backward(p, x, labels, keep: dict | None = None):
     """
     v = {} if keep is None else keep
     v["c1"] = F.conv2d(x, p["conv1.w"], p["conv1.b"])
-    v["a1"] = F.relu(v["c1"])
-    v["p1"], v["pool1"] = F.max_pool2d(v["a1"], 2)
+    # relu and max-pool commute exactly; the fused kernel pools first (see relu_max_pool2d)
+    v["p1"], v["pool1"] = F.relu_max_pool2d(v["c1"], 2)
     v["c2"] = F.conv2d(v["p1"], p["conv2.w"], p["conv2.b"])
-    v["a2"] = F.relu(v["c2"])
-    v["p2"], v["pool2"] = F.max_pool2d(v["a2"], 2)
+    v["p2"], v["pool2"] = F.relu_max_pool2d(v["c2"], 2)
     v["f"] = F.flatten(v["p2"])
     v["h"] = F.linear(v["f"], p["fc1.w"], p["fc1.b"])
     v["a3"] = F.relu(v["h"])
@@ -111,11 +116,9 @@ def lenet_forward_backward(p, x, labels, keep: dict | None = None):
     v["dh"] = F.relu_backward(v["da3"], v["h"])
     v["df"], g["fc1.w"], g["fc1.b"] = F.linear_backward(v["dh"], v["f"], p["fc1.w"])
     v["dp2"] = F.flatten_backward(v["df"], v["p2"].shape)
-    v["da2"] = F.max_pool2d_backward(v["dp2"], v["pool2"])
-    v["dc2"] = F.relu_backward(v["da2"], v["c2"])
+    v["dc2"] = F.max_pool2d_backward(v["dp2"], v["pool2"])
     v["dp1"], g["conv2.w"], g["conv2.b"] = F.conv2d_backward(v["dc2"], v["p1"], p["conv2.w"])
-    v["da1"] = F.max_pool2d_backward(v["dp1"], v["pool1"])
-    v["dc1"] = F.relu_backward(v["da1"], v["c1"])
+    v["dc1"] = F.max_pool2d_backward(v["dp1"], v["pool1"])
     _, g["conv1.w"], g["conv1.b"] = F.conv2d_backward(v["dc1"], x, p["conv1.w"], need_dx=False)
     return loss, g
 
@@ -131,16 +134,14 @@ def kernel_breakdown(p, x, labels, repeats):
     """Median time of each kernel call of one float32 step, in the order of the step."""
     v = {}
     lenet_forward_backward(p, x, labels, keep=v)
-    c1, a1, p1, pool1, c2, a2, p2, pool2 = (v[k] for k in ("c1", "a1", "p1", "pool1", "c2", "a2", "p2", "pool2"))
+    c1, p1, pool1, c2, p2, pool2 = (v[k] for k in ("c1", "p1", "pool1", "c2", "p2", "pool2"))
     f, h, a3, z, dz, da3, dh = (v[k] for k in ("f", "h", "a3", "z", "dz", "da3", "dh"))
-    dp2, da2, dc2, dp1, da1, dc1 = (v[k] for k in ("dp2", "da2", "dc2", "dp1", "da1", "dc1"))
+    dp2, dc2, dp1, dc1 = (v[k] for k in ("dp2", "dc2", "dp1", "dc1"))
     calls = {
         "conv1 forward": lambda: F.conv2d(x, p["conv1.w"], p["conv1.b"]),
-        "relu1 fwd+bwd": lambda: (F.relu(c1), F.relu_backward(da1, c1)),
-        "pool1 fwd+bwd": lambda: (F.max_pool2d(a1, 2), F.max_pool2d_backward(dp1, pool1)),
+        "relu+pool1 fwd+bwd": lambda: (F.relu_max_pool2d(c1, 2), F.max_pool2d_backward(dp1, pool1)),
         "conv2 forward": lambda: F.conv2d(p1, p["conv2.w"], p["conv2.b"]),
-        "relu2 fwd+bwd": lambda: (F.relu(c2), F.relu_backward(da2, c2)),
-        "pool2 fwd+bwd": lambda: (F.max_pool2d(a2, 2), F.max_pool2d_backward(dp2, pool2)),
+        "relu+pool2 fwd+bwd": lambda: (F.relu_max_pool2d(c2, 2), F.max_pool2d_backward(dp2, pool2)),
         "dense fwd+bwd, loss": lambda: (
             F.linear(F.relu(F.linear(F.flatten(p2), p["fc1.w"], p["fc1.b"])), p["fc2.w"], p["fc2.b"]),
             F.softmax_cross_entropy(z, labels),
@@ -250,6 +251,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS and torch threads")
     args = parser.parse_args()
     repeats = 5 if args.quick else 21
+    malloc_raised = raise_malloc_thresholds()
 
     try:
         import torch
@@ -269,6 +271,7 @@ def main():
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
               f"numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else "") + f"; threads: {thread_note}")
         print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on the cores distort every number)")
+        print(MALLOC_NOTE.format(malloc_raised))
         rng = np.random.default_rng(0)
         x64 = rng.standard_normal((BATCH, 1, 28, 28))
         labels = rng.integers(0, 10, size=BATCH)

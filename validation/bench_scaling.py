@@ -30,6 +30,10 @@ machine hits them alike. Printed and written (``bench_scaling.json`` and
   ``log C`` (the dense conv's flops grow like ``C²``, and so do the Tucker layer's at ranks
   proportional to ``C``; the exponents say how far the measured times follow).
 
+glibc's malloc thresholds are raised for the whole process, for the dense and the Tucker
+layers alike (:func:`tucker_ref.training.runtime.raise_malloc_thresholds`, as ``tucker-ref
+train`` does; ``TUCKER_REF_KEEP_MALLOC=1`` keeps glibc's defaults).
+
 Inputs come from ``np.random.default_rng(seed)``; the times, of course, vary from run to run.
 """
 
@@ -44,12 +48,13 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from bench_layers import timed_in_turns
+from bench_layers import MALLOC_NOTE, timed_in_turns
 from common import loglog_slope, new_figure, save_figure, write_json
 
 from tucker_ref import TuckerTensor
 from tucker_ref.integrators import tdlrt_step
 from tucker_ref.nn import TuckerConv2d, conv2d, conv2d_backward
+from tucker_ref.training.runtime import raise_malloc_thresholds
 from tucker_ref.truncation import rank_from_fraction
 from tucker_ref.tucker import random_orthonormal
 
@@ -200,6 +205,7 @@ def plot(widths, times, summary, out: Path, title: str) -> Path:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     widths = QUICK_WIDTHS if args.quick else WIDTHS
+    malloc_raised = raise_malloc_thresholds()
     try:
         from threadpoolctl import threadpool_limits
 
@@ -208,6 +214,7 @@ def main(argv=None) -> dict:
         limiter = nullcontext()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; numpy "
           f"{np.__version__}; BLAS threads: {args.threads or 'library default'}")
+    print(MALLOC_NOTE.format(malloc_raised))
     print(f"one conv layer, C_in = C_out = C, {KERNEL}x{KERNEL}, padding {PADDING}, batch {BATCH}, "
           f"{SIZE}x{SIZE} inputs, {args.dtype}; channel ranks {', '.join(f'{f:.0%}' for f in FRACTIONS)} of C; "
           f"median of {args.repeats} rounds in turns")
@@ -235,7 +242,8 @@ def main(argv=None) -> dict:
                    "kernel": KERNEL, "padding": PADDING, "lr": LR, "tau": TAU, "dtype": args.dtype,
                    "threads": args.threads, "repeats": args.repeats, "seed": args.seed, "quick": args.quick},
         "machine": {"processor": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "numpy": np.__version__, "load_before": load_before, "load_after": load_after},
+                    "numpy": np.__version__, "load_before": load_before, "load_after": load_after,
+                    "malloc_thresholds_raised": malloc_raised},
         "ranks": measured["ranks"],
         "times_ms": {s: {part: [1e3 * t for t in ts] for part, ts in parts.items()} for s, parts in times.items()},
         **summary,

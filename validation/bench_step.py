@@ -12,7 +12,10 @@ the run, heavy ball on biases and fc2), exactly what the trainer does per mini-b
 every timed TDLRT step the model is put back at the settled point, so every repetition starts
 at those ranks. The two steps are timed in turns (median over ``--repeats``) so that a busy
 phase of the machine hits both alike; the load average is printed because other processes on
-the cores distort every number.
+the cores distort every number. glibc's malloc thresholds are raised for the whole process,
+for both steps alike, as ``tucker-ref train`` does
+(:func:`tucker_ref.training.runtime.raise_malloc_thresholds`; ``TUCKER_REF_KEEP_MALLOC=1``
+keeps glibc's defaults).
 
 Also printed: the split of each step into forward, backward and update, and the TDLRT update's
 time per layer and substep (from ``StepReport.timings``).
@@ -29,13 +32,14 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from bench_layers import timed_in_turns
+from bench_layers import MALLOC_NOTE, timed_in_turns
 
 from tucker_ref.data import iterate_minibatches
 from tucker_ref.nn.functional import softmax_cross_entropy
 from tucker_ref.training import TrainConfig, build_model, load_data
 from tucker_ref.training.config import parse_init_rank
 from tucker_ref.training.methods import make_update_rule
+from tucker_ref.training.runtime import raise_malloc_thresholds
 
 BATCH = 128
 
@@ -112,6 +116,7 @@ class Stepper:
 def main(argv=None) -> int:
     args = parse_args(argv)
     ranks, tau = settled(args)
+    malloc_raised = raise_malloc_thresholds()
     try:
         from threadpoolctl import threadpool_limits
 
@@ -130,12 +135,14 @@ def main(argv=None) -> int:
               f"{np.__version__}; BLAS threads: {args.threads or 'library default'} "
               f"(OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')})")
         print(f"load average before: {os.getloadavg()[0]:.2f}")
+        print(MALLOC_NOTE.format(malloc_raised))
         print(f"settled ranks {ranks}, tau {tau}, batch {BATCH}, {args.dtype}, median of {args.repeats}")
         medians = {name: t.median for name, t in
                    timed_in_turns({"full": full.step, "tdlrt": tdlrt.step}, args.repeats).items()}
         print(f"load average after: {os.getloadavg()[0]:.2f}\n")
 
     result = {"ranks": ranks, "tau": tau, "dtype": args.dtype, "repeats": args.repeats,
+              "malloc_thresholds_raised": malloc_raised,
               "full_step_ms": 1e3 * medians["full"], "tdlrt_step_ms": 1e3 * medians["tdlrt"],
               "ratio_tdlrt_over_full": medians["tdlrt"] / medians["full"],
               "parts_ms": {name: {part: 1e3 * float(np.median(v)) for part, v in s.parts.items()}

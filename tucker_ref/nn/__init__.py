@@ -23,6 +23,7 @@ from .functional import (
     max_pool2d_backward,
     relu,
     relu_backward,
+    relu_max_pool2d,
     softmax_cross_entropy,
 )
 from .layers import (

@@ -48,6 +48,7 @@ __all__ = [
     "relu_backward",
     "max_pool2d",
     "max_pool2d_backward",
+    "relu_max_pool2d",
     "MaxPoolCache",
     "flatten",
     "flatten_backward",
@@ -565,6 +566,41 @@ def max_pool2d_backward(dy, cache: MaxPoolCache) -> np.ndarray:
         else:
             target += dy * (cache.argmax == tap)
     return dx
+
+
+def relu_max_pool2d(x, kernel_size=2, stride=None):
+    """``max_pool2d(relu(x))`` in one kernel: pool first, then relu on the pooled array.
+
+    Exact, because relu is monotone and so commutes with the max: the values equal those of
+    :func:`relu` followed by :func:`max_pool2d`, while the relu pass (forward and backward)
+    runs on the ``kh kw`` times smaller pooled array and the relu'd input is never stored.
+    The gradient is :func:`max_pool2d_backward` with the returned cache: windows whose
+    maximum is ``<= 0`` get a gradient of zero (relu's derivative there), because their
+    ``argmax`` holds the tap index ``kh * kw``, which no tap matches. It equals
+    :func:`relu_backward` after :func:`max_pool2d_backward` up to the sign of zeros.
+
+    Parameters and returns as :func:`max_pool2d`.
+
+    Examples
+    --------
+    >>> from tucker_ref.nn import max_pool2d, max_pool2d_backward, relu, relu_max_pool2d
+    >>> x = np.array([[[[-1.0, 2.0], [0.5, -3.0]], [[-1.0, -2.0], [-0.5, -3.0]]]]).reshape(1, 2, 2, 2)
+    >>> y, cache = relu_max_pool2d(x, 2)
+    >>> y.ravel(), bool(np.array_equal(y, max_pool2d(relu(x), 2)[0]))
+    (array([2., 0.]), True)
+    >>> max_pool2d_backward(np.ones_like(y), cache)[0, 1].ravel()  # the channel with max <= 0 gets none
+    array([0., 0., 0., 0.])
+    """
+    y, cache = max_pool2d(x, kernel_size, stride)
+    taps = cache.kernel[0] * cache.kernel[1]
+    argmax = cache.argmax
+    if taps > np.iinfo(argmax.dtype).max:
+        argmax = argmax.astype(np.min_scalar_type(taps))
+    dead = y <= 0
+    # arithmetic rather than a masked assignment (see max_pool2d): argmax becomes taps where dead
+    argmax += dead * (argmax.dtype.type(taps) - argmax)
+    np.maximum(y, 0, out=y)
+    return y, cache._replace(argmax=argmax)
 
 
 def _memory_order(a: np.ndarray) -> tuple[int, ...]:

@@ -10,7 +10,8 @@ method), :mod:`.trainer` (data, model and the loop), :mod:`.runstate` (the state
 and its checkpoint), :mod:`.records` (the logs and the summary of a run), :mod:`.checkpoint`,
 :mod:`.metrics` (parameter counts, compression, spectra), :mod:`.rundir` (one run per
 directory, nothing of the user's replaced), :mod:`.runfiles` (JSON / JSON lines, atomic
-writes), :mod:`.progress`, :mod:`.plots`.
+writes), :mod:`.runtime` (glibc malloc thresholds of the process), :mod:`.progress`,
+:mod:`.plots`.
 """
 
 from .config import METHODS, TrainConfig
