@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..checks import as_float_array, check_nonneg
+from ..checks import as_float_array, check_instance, check_nonneg
 from ..manifold import normal_component_norm, tangent_projection
 from ..truncation import TruncationRule, as_truncation_rule
 from ..tucker import TuckerTensor, multi_mode_product
@@ -263,7 +263,9 @@ def augment(Y: TuckerTensor, grad, *, variant: str = "k_step", optimizer=None, n
     True
     """
     step = step_label(caller, name)
-    Y = check_point(Y, step)
+    # augmented_bases checks the orthonormal factors (a product per factor, as costly as a
+    # sizeable part of the step at a full-rank start); the type is all the optimizer check needs.
+    Y = check_instance(Y, TuckerTensor, f"{step}: Y")
     optimizer = _check_optimizer(optimizer, Y.ranks, step)
     timings = {} if timings is None else timings
     U_hats, M_hats = augmented_bases(Y, grad, variant, name=name, timings=timings, caller=caller)
