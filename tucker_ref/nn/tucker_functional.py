@@ -312,8 +312,8 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
     applied to the dense kernel gradient ``G``: ``dC = G ×_i U_i^T``,
     ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``, but ``G`` is never formed.
 
-    The forward intermediates ``z``, ``v`` and the im2col matrix of ``z`` are recomputed here (one Tucker forward);
-    :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
+    The forward intermediates ``z``, ``v`` and the im2col matrix of ``z`` are recomputed here
+    (one Tucker forward); :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
     :func:`tucker_conv2d_input_backward` and :func:`tucker_conv2d_parameter_backward` instead.
 
     Parameters
@@ -538,7 +538,8 @@ class TuckerConvGradient(GradientOracle):
     ``core_gradient`` whose channel bases extend those factors, ``B = [U, V]`` (the augmented
     bases of the S-step, docs/algorithms.md §2), is assembled from them and needs one conv only for
     the ``V_out × V_in`` block (see :meth:`_projected`). These products are the only state kept
-    between calls; each depends on nothing but ``(x, dy)`` and the factor it was computed with.
+    between calls (besides the read-only ``forward_cache``); each depends on nothing but
+    ``(x, dy)`` and the factor it was computed with.
 
     Examples
     --------
