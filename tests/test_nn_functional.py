@@ -173,6 +173,68 @@ def test_conv2d_adjoint_identities(cfg):
     assert F.conv2d_backward(y, x, w, need_dx=False, **kw)[0] is None
 
 
+@given(conv_configs(), st.booleans(), st.integers(1, 3))
+@example(FLOOR_CASE, True, 2)
+@example(BATCH1_CHANNEL1, False, 1)
+@example(ONE_BY_ONE_INPUT, True, 3)
+def test_conv2d_cache_kernels_equal_the_plain_kernels(cfg, need_dx, other_c_out):
+    """conv2d_forward / *_from_cache run the same GEMMs on the same operands as the plain kernels: equal bit for bit."""
+    x, w, b, dy = conv_arrays(cfg)
+    kw = conv_kwargs(cfg)
+    y, cache = F.conv2d_forward(x, w, b, **kw)
+    np.testing.assert_array_equal(y, F.conv2d(x, w, b, **kw))
+    assert y.strides == F.conv2d(x, w, b, **kw).strides  # the same batch-last view
+    got = F.conv2d_backward_from_cache(dy, cache, need_dx=need_dx)
+    want = F.conv2d_backward(dy, x, w, need_dx=need_dx, **kw)
+    for g, v in zip(got, want):
+        if v is None:
+            assert g is None
+        else:
+            np.testing.assert_array_equal(g, v)
+    # the weight gradient takes an output gradient of any channel count (the oracles' projected dy)
+    dy_other = np.random.default_rng(cfg["seed"] + 1).standard_normal((dy.shape[0], other_c_out) + dy.shape[2:])
+    np.testing.assert_array_equal(F.conv2d_weight_backward_from_cache(dy_other, cache),
+                                  F.conv2d_weight_backward(dy_other, x, w.shape[2:], **kw))
+
+
+@pytest.mark.parametrize("x_dtype, w_dtype, dy_dtype", [
+    (np.float32, np.float32, np.float32), (np.float32, np.float64, np.float32),
+    (np.float64, np.float32, np.float32), (np.float32, np.float32, np.float64),
+])
+def test_conv2d_cache_kernels_keep_the_plain_dtypes(x_dtype, w_dtype, dy_dtype):
+    """The kept im2col matrix has the dtype of x; the backward casts it as the plain kernel casts x."""
+    cfg = dict(FLOOR_CASE, padding=1)
+    x, w, b, dy = conv_arrays(cfg)
+    x, w, b, dy = x.astype(x_dtype), w.astype(w_dtype), b.astype(w_dtype), dy.astype(dy_dtype)
+    kw = conv_kwargs(cfg)
+    y, cache = F.conv2d_forward(x, w, b, **kw)
+    assert cache.cols.dtype == x_dtype
+    want_y = F.conv2d(x, w, b, **kw)
+    assert y.dtype == want_y.dtype == np.result_type(x, w)
+    np.testing.assert_array_equal(y, want_y)
+    for got, want in zip(F.conv2d_backward_from_cache(dy, cache), F.conv2d_backward(dy, x, w, **kw)):
+        assert got.dtype == want.dtype == np.result_type(dy, x, w)
+        np.testing.assert_array_equal(got, want)
+    got = F.conv2d_weight_backward_from_cache(dy, cache)
+    want = F.conv2d_weight_backward(dy, x, w.shape[2:], **kw)
+    assert got.dtype == want.dtype == np.result_type(dy, x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_conv2d_cache_kernels_reject_bad_caches():
+    y, cache = F.conv2d_forward(_X, _W)
+    with pytest.raises(TypeError, match="cache must be the ConvCache returned by conv2d_forward, got tuple"):
+        F.conv2d_backward_from_cache(_DY, (_X, _W))
+    with pytest.raises(TypeError, match="cache must be the ConvCache returned by conv2d_forward, got MaxPoolCache"):
+        F.conv2d_weight_backward_from_cache(_DY, F.max_pool2d(_X, 2)[1])
+    with pytest.raises(ValueError, match=r"dy must have shape \(N, C_out, H_out, W_out\) = \(2, 4, 4, 3\)"):
+        F.conv2d_backward_from_cache(_DY[:, :3], cache)  # the forward had 4 output channels
+    with pytest.raises(ValueError, match=r"dy must have shape \(N, C_out, H_out, W_out\) = \(2, 3, 4, 3\)"):
+        F.conv2d_weight_backward_from_cache(_DY[:, :3, :, :2], cache)  # any C_out, but the forward's pixels
+    with pytest.raises(ValueError, match="dy contains NaN or Inf"):
+        F.conv2d_backward_from_cache(_with_nan(_DY), cache)
+
+
 def test_conv2d_floor_case_uncovered_input_gets_zero_gradient():
     # H = 8, kh = 3, stride 2: outputs read rows 0..6; row 7 is never used.
     # W = 7, kw = 2, stride 3: outputs read columns 0..1 and 3..4; columns 2, 5, 6 never.
@@ -399,6 +461,9 @@ def test_float32_in_float32_out():
     dy = rng.standard_normal(y.shape).astype(f32)
     outputs = [y, *F.conv2d_backward(dy, x, w, **kw), F.conv2d_input_backward(dy, w, x.shape, **kw),
                F.conv2d_weight_backward(dy, x, (3, 2), **kw)]
+    y_cached, conv_cache = F.conv2d_forward(x, w, b, **kw)
+    outputs += [y_cached, *F.conv2d_backward_from_cache(dy, conv_cache),
+                F.conv2d_weight_backward_from_cache(dy, conv_cache)]
     xl, wl, bl = x.reshape(2, -1), rng.standard_normal((5, 168)).astype(f32), rng.standard_normal(5).astype(f32)
     dyl = rng.standard_normal((2, 5)).astype(f32)
     outputs += [F.linear(xl, wl, bl), *F.linear_backward(dyl, xl, wl)]

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tucker_ref.nn.functional import conv2d, conv2d_backward, linear, linear_backward
+from tucker_ref.nn.layers import TuckerConv2d
 from tucker_ref.nn.tucker_functional import (
     LowRankLinearGradient,
     TuckerConvGradient,
@@ -272,6 +273,62 @@ def test_conv_oracle_mode_partial_gradient(case):
         assert np.linalg.norm(N @ C_i.T - dfactors[mode]) <= EXACT * np.linalg.norm(N) * np.linalg.norm(C_i)
 
 
+def oracle_queries(oracle, T, other):
+    """Every query whose channel product uses the input factor, at ``T.factors`` and at ``other``."""
+    return ([oracle.mode_partial_gradient(mode) for mode in range(4)]
+            + [oracle.core_gradient(T.factors), oracle.core_gradient([None, T.factors[1], None, None])]
+            + [oracle.mode_partial_gradient(mode, other) for mode in range(4)]
+            + [oracle.core_gradient(other), oracle.dense_gradient()])
+
+
+@given(conv_cases())
+def test_conv_oracle_with_forward_cache_equals_the_oracle_without(case):
+    """The kept im2col of z = U_in^T x is the matrix the oracle would build: the same values bit for
+    bit, at the forward's U_in; at another U_in (other values, or a copy in another memory
+    layout, whose GEMM may round differently) the oracle computes as without the cache."""
+    T, x, dy, geo, rng = case["T"], case["x"], case["dy"], case["geo"], case["rng"]
+    _, cache = tucker_conv2d_forward(x, T, **geo)
+    other = [U.copy() for U in T.factors]
+    other[1] = rng.standard_normal(other[1].shape)
+    for factors in (other, [*T.factors[:1], np.asfortranarray(T.factors[1]), *T.factors[2:]]):
+        got = oracle_queries(TuckerConvGradient(x, dy, T, forward_cache=cache, **geo), T, factors)
+        want = oracle_queries(TuckerConvGradient(x, dy, T, **geo), T, factors)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+
+
+def test_layer_oracle_uses_the_forward_cache_and_equals_the_plain_oracle():
+    """TuckerConv2d hands its forward cache to the oracle; the gradients do not change."""
+    for dtype in (np.float64, np.float32):
+        T, x, dy, _ = _small_conv(dtype)
+        layer = TuckerConv2d(T, stride=(1, 2), padding=1)
+        dy = np.random.default_rng(3).standard_normal(layer.forward(x).shape).astype(dtype)
+        layer.backward(dy, need_dx=False)
+        oracle = layer.gradient_oracle()
+        plain = TuckerConvGradient(x, dy, T, stride=(1, 2), padding=1)
+        for got, want in zip(oracle_queries(oracle, T, T.factors), oracle_queries(plain, T, T.factors)):
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got, want)
+
+
+def test_conv_oracle_rejects_a_forward_cache_of_another_call():
+    T, x, dy, _ = _small_conv()
+    _, cache = tucker_conv2d_forward(x, T)
+    with pytest.raises(TypeError, match="forward_cache must be the TuckerConvCache returned by tucker_conv2d_forward"):
+        TuckerConvGradient(x, dy, T, forward_cache=cache.conv)
+    with pytest.raises(ValueError, match="forward_cache must be the cache of the forward pass that took x"):
+        TuckerConvGradient(x + 1, dy, T, forward_cache=cache)
+    with pytest.raises(ValueError, match="forward_cache must be the cache of the forward pass that took x"):
+        TuckerConvGradient(x.astype(np.float32), dy, T, forward_cache=cache)
+    _, padded = tucker_conv2d_forward(x, T, padding=1)
+    with pytest.raises(ValueError, match=r"forward_cache must have the geometry of this oracle .* got \(\(3, 2\), "
+                                         r"\(1, 1\), \(1, 1\), \(1, 1\)\)"):
+        TuckerConvGradient(x, dy, T, forward_cache=padded)
+    # an equal copy of x is the same input
+    copy = TuckerConvGradient(x.copy(), dy, T, forward_cache=cache)
+    np.testing.assert_array_equal(copy.mode_partial_gradient(2), TuckerConvGradient(x, dy, T).mode_partial_gradient(2))
+
+
 # ---------------------------------------------------------------------------------------
 # low-rank dense
 # ---------------------------------------------------------------------------------------
@@ -355,10 +412,12 @@ def test_float32_stays_float32():
     assert tucker_conv2d(x, T, b).dtype == np.float32
     dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T)
     assert {a.dtype for a in [dx, dcore, db, *dfactors]} == {np.dtype(np.float32)}
-    oracle = TuckerConvGradient(x, dy, T)
-    assert oracle.core_gradient(T.factors).dtype == np.float32
-    assert oracle.mode_partial_gradient(2).dtype == np.float32
-    assert oracle.dense_gradient().dtype == np.float32
+    _, cache = tucker_conv2d_forward(x, T, b)
+    assert cache.conv.cols.dtype == np.float32
+    for oracle in (TuckerConvGradient(x, dy, T), TuckerConvGradient(x, dy, T, forward_cache=cache)):
+        assert oracle.core_gradient(T.factors).dtype == np.float32
+        assert all(oracle.mode_partial_gradient(mode).dtype == np.float32 for mode in range(4))
+        assert oracle.dense_gradient().dtype == np.float32
     L = random_tucker(rng, (5, 3), (2, 2), True).astype(np.float32)
     xl = rng.standard_normal((2, 3)).astype(np.float32)
     dyl = rng.standard_normal((2, 5)).astype(np.float32)

@@ -10,10 +10,13 @@ Prints, in one run on one machine:
     float32 and float64, and the same network in PyTorch CPU float32 (if torch is
     importable) with the ratio; plus where the time of our float32 step goes, kernel by
     kernel. Ours runs each relu + max-pool pair as ``relu_max_pool2d`` (pool first: the two
-    commute exactly, same values and gradients); torch runs relu, then max_pool2d;
+    commute exactly, same values and gradients); torch runs relu, then max_pool2d. Our convs
+    use the cache path, ``conv2d_forward`` then ``conv2d_backward_from_cache`` (the backward
+    reuses the forward's im2col matrix), as the trainer's ``Conv2d`` layer does;
 (b) conv2d forward + backward GFLOP/s for the two LeNet conv shapes against the GFLOP/s
     of ``np.matmul`` on square matrices doing the same number of flops as one conv pass,
-    same dtype, and the ratio; for context also our three GEMMs alone and torch's conv.
+    same dtype, and the ratio (ours again through the cache path); for context also our three
+    GEMMs alone and torch's conv.
 
 NumPy's BLAS and torch use the same thread count (threadpoolctl when installed; otherwise
 both keep their default, which on the 2-core reference machine is 2). Every number is the
@@ -97,14 +100,14 @@ def lenet_params(dtype, seed=0) -> dict[str, np.ndarray]:
 def lenet_forward_backward(p, x, labels, keep: dict | None = None):
     """Loss and gradients of LeNet5 for one batch (each kernel called once).
 
-    ``keep``, when given, receives every intermediate array (activations, pooling caches and
-    their gradients) under the names :func:`kernel_breakdown` replays the kernels on.
+    ``keep``, when given, receives every intermediate array (activations, conv and pooling
+    caches and their gradients) under the names :func:`kernel_breakdown` replays the kernels on.
     """
     v = {} if keep is None else keep
-    v["c1"] = F.conv2d(x, p["conv1.w"], p["conv1.b"])
+    v["c1"], v["conv1"] = F.conv2d_forward(x, p["conv1.w"], p["conv1.b"])
     # relu and max-pool commute exactly; the fused kernel pools first (see relu_max_pool2d)
     v["p1"], v["pool1"] = F.relu_max_pool2d(v["c1"], 2)
-    v["c2"] = F.conv2d(v["p1"], p["conv2.w"], p["conv2.b"])
+    v["c2"], v["conv2"] = F.conv2d_forward(v["p1"], p["conv2.w"], p["conv2.b"])
     v["p2"], v["pool2"] = F.relu_max_pool2d(v["c2"], 2)
     v["f"] = F.flatten(v["p2"])
     v["h"] = F.linear(v["f"], p["fc1.w"], p["fc1.b"])
@@ -117,9 +120,9 @@ def lenet_forward_backward(p, x, labels, keep: dict | None = None):
     v["df"], g["fc1.w"], g["fc1.b"] = F.linear_backward(v["dh"], v["f"], p["fc1.w"])
     v["dp2"] = F.flatten_backward(v["df"], v["p2"].shape)
     v["dc2"] = F.max_pool2d_backward(v["dp2"], v["pool2"])
-    v["dp1"], g["conv2.w"], g["conv2.b"] = F.conv2d_backward(v["dc2"], v["p1"], p["conv2.w"])
+    v["dp1"], g["conv2.w"], g["conv2.b"] = F.conv2d_backward_from_cache(v["dc2"], v["conv2"])
     v["dc1"] = F.max_pool2d_backward(v["dp1"], v["pool1"])
-    _, g["conv1.w"], g["conv1.b"] = F.conv2d_backward(v["dc1"], x, p["conv1.w"], need_dx=False)
+    _, g["conv1.w"], g["conv1.b"] = F.conv2d_backward_from_cache(v["dc1"], v["conv1"], need_dx=False)
     return loss, g
 
 
@@ -135,12 +138,13 @@ def kernel_breakdown(p, x, labels, repeats):
     v = {}
     lenet_forward_backward(p, x, labels, keep=v)
     c1, p1, pool1, c2, p2, pool2 = (v[k] for k in ("c1", "p1", "pool1", "c2", "p2", "pool2"))
+    conv1, conv2 = v["conv1"], v["conv2"]
     f, h, a3, z, dz, da3, dh = (v[k] for k in ("f", "h", "a3", "z", "dz", "da3", "dh"))
     dp2, dc2, dp1, dc1 = (v[k] for k in ("dp2", "dc2", "dp1", "dc1"))
     calls = {
-        "conv1 forward": lambda: F.conv2d(x, p["conv1.w"], p["conv1.b"]),
+        "conv1 forward": lambda: F.conv2d_forward(x, p["conv1.w"], p["conv1.b"]),
         "relu+pool1 fwd+bwd": lambda: (F.relu_max_pool2d(c1, 2), F.max_pool2d_backward(dp1, pool1)),
-        "conv2 forward": lambda: F.conv2d(p1, p["conv2.w"], p["conv2.b"]),
+        "conv2 forward": lambda: F.conv2d_forward(p1, p["conv2.w"], p["conv2.b"]),
         "relu+pool2 fwd+bwd": lambda: (F.relu_max_pool2d(c2, 2), F.max_pool2d_backward(dp2, pool2)),
         "dense fwd+bwd, loss": lambda: (
             F.linear(F.relu(F.linear(F.flatten(p2), p["fc1.w"], p["fc1.b"])), p["fc2.w"], p["fc2.b"]),
@@ -149,8 +153,8 @@ def kernel_breakdown(p, x, labels, repeats):
             F.relu_backward(da3, h),
             F.linear_backward(dh, f, p["fc1.w"]),
         ),
-        "conv2 backward (dx, dw, db)": lambda: F.conv2d_backward(dc2, p1, p["conv2.w"]),
-        "conv1 backward (dw, db)": lambda: F.conv2d_backward(dc1, x, p["conv1.w"], need_dx=False),
+        "conv2 backward (dx, dw, db)": lambda: F.conv2d_backward_from_cache(dc2, conv2),
+        "conv1 backward (dw, db)": lambda: F.conv2d_backward_from_cache(dc1, conv1, need_dx=False),
     }
     return {name: t.median for name, t in timed_in_turns(calls, repeats).items()}
 
@@ -219,6 +223,10 @@ def conv_vs_gemm(dtype, repeats, torch=None):
         b = rng.standard_normal(ws[0]).astype(dtype)
         y = F.conv2d(x, w, b)
         dy = rng.standard_normal(y.shape).astype(dtype)
+
+        def conv_pass(x=x, w=w, b=b, dy=dy):
+            return F.conv2d_backward_from_cache(dy, F.conv2d_forward(x, w, b)[1])
+
         # one pass = C_out x (C_in kh kw) x (N H_out W_out) multiply-adds; fwd + dw + dx = 3 passes
         k, p = int(np.prod(ws[1:])), y.shape[0] * y.shape[2] * y.shape[3]
         pass_flops = 2.0 * ws[0] * k * p
@@ -226,7 +234,7 @@ def conv_vs_gemm(dtype, repeats, torch=None):
         a, c = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
         w_mat, cols, dy_mat = (rng.standard_normal(s).astype(dtype) for s in ((ws[0], k), (k, p), (ws[0], p)))
         fns = {
-            "conv": lambda: (F.conv2d(x, w, b), F.conv2d_backward(dy, x, w)),
+            "conv": conv_pass,
             "square": lambda: np.matmul(a, c),
             "gemms": lambda: (w_mat @ cols, dy_mat @ cols.T, w_mat.T @ dy_mat),
         }

@@ -8,12 +8,16 @@ their factored counterparts (Tucker conv2d, low-rank dense) and gradient oracles
 """
 
 from .functional import (
+    ConvCache,
     ConvGeometry,
     MaxPoolCache,
     conv2d,
     conv2d_backward,
+    conv2d_backward_from_cache,
+    conv2d_forward,
     conv2d_input_backward,
     conv2d_weight_backward,
+    conv2d_weight_backward_from_cache,
     conv_geometry,
     flatten,
     flatten_backward,

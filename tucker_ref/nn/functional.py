@@ -10,13 +10,23 @@ Memory layout of conv results
 The convolutions compute in a *batch-last* buffer ``(C, H, W, N)``: with the batch
 index innermost, every im2col copy and every col2im slice-add of a stride-1 conv moves
 contiguous runs of ``W_out * N`` numbers instead of ``W_out``, which makes both several
-times faster than in ``(N, C, H, W)`` order. The arrays returned by :func:`conv2d` and
-:func:`conv2d_input_backward` are therefore transposed *views* of such buffers: their
+times faster than in ``(N, C, H, W)`` order. The arrays returned by :func:`conv2d`,
+:func:`conv2d_forward` and the input gradients are therefore transposed *views* of such buffers: their
 shape and values follow the PyTorch layout, but they are not C-contiguous (call
 ``np.ascontiguousarray`` if a contiguous copy is needed). Elementwise kernels
 (:func:`relu`, :func:`max_pool2d`, their backwards) preserve whatever memory order they
 receive, so in a network the next conv finds its input already batch-last and skips the
 transposition.
+
+Forward cache
+-------------
+As :func:`max_pool2d` does with its ``MaxPoolCache``, :func:`conv2d_forward` returns
+``(y, ConvCache)``: the cache keeps the im2col matrix of ``x`` that the forward GEMM used, so
+:func:`conv2d_backward_from_cache` and :func:`conv2d_weight_backward_from_cache` do not
+rebuild it (one copy of ``kh kw / (s_h s_w)`` times the input saved per step). The price is
+memory: that matrix stays alive between the passes, for every layer of a network. The plain
+:func:`conv2d` and :func:`conv2d_backward` keep nothing and rebuild it; both paths give the
+same values bit for bit (the matrix is a copy of ``x``, the GEMMs are the same).
 
 Validation
 ----------
@@ -38,10 +48,14 @@ from ..checks import as_float_array
 __all__ = [
     "ConvGeometry",
     "conv_geometry",
+    "ConvCache",
     "conv2d",
+    "conv2d_forward",
     "conv2d_backward",
+    "conv2d_backward_from_cache",
     "conv2d_input_backward",
     "conv2d_weight_backward",
+    "conv2d_weight_backward_from_cache",
     "linear",
     "linear_backward",
     "relu",
@@ -222,16 +236,50 @@ def _input_grad(dy_mat: np.ndarray, w: np.ndarray, geo: ConvGeometry) -> np.ndar
     return _col2im(w.reshape(w.shape[0], -1).T @ dy_mat, geo)
 
 
-def _weight_grad(dy_mat: np.ndarray, x: np.ndarray, geo: ConvGeometry, c_out: int) -> np.ndarray:
+def _weight_grad(dy_mat: np.ndarray, cols: np.ndarray, geo: ConvGeometry, c_out: int) -> np.ndarray:
     # dW_mat^T = cols dY_mat^T (one GEMM; transposes are BLAS flags, not copies). This
     # orientation ran ~20% faster than dY_mat cols^T in float32 with OpenBLAS on the LeNet
     # shapes (long inner dimension H_out W_out N); the final reshape copies only dW.
-    return (_im2col(x, geo) @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)
+    return (cols @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)
+
+
+def _backward_from_cols(dy: np.ndarray, cols: np.ndarray, w: np.ndarray, geo: ConvGeometry, need_dx: bool):
+    """``(dx, dw, db)`` in ``np.result_type(dy, x, w)`` from a validated ``dy`` and the im2col matrix of ``x``.
+
+    ``cols`` has the dtype of ``x`` (it is a copy of its values and zeros), so casting it equals
+    casting ``x`` before the im2col: whether the matrix was kept from the forward or rebuilt,
+    the same GEMMs run on the same operands.
+    """
+    dtype = np.result_type(dy, cols, w)
+    dy_mat = _dy_matrix(dy.astype(dtype, copy=False))
+    dw = _weight_grad(dy_mat, cols.astype(dtype, copy=False), geo, w.shape[0])
+    dx = _input_grad(dy_mat, w.astype(dtype, copy=False), geo) if need_dx else None
+    return dx, dw, dy_mat.sum(axis=1)
+
+
+def _weight_backward_from_cols(dy: np.ndarray, cols: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """``dw`` in ``np.result_type(dy, x)`` from a validated ``dy`` (any ``C_out``) and the im2col matrix of ``x``."""
+    dtype = np.result_type(dy, cols)
+    return _weight_grad(_dy_matrix(dy.astype(dtype, copy=False)), cols.astype(dtype, copy=False), geo, dy.shape[1])
 
 
 # ----------------------------------------------------------------------------------------
 # Convolution
 # ----------------------------------------------------------------------------------------
+
+
+class ConvCache(NamedTuple):
+    """What :func:`conv2d_forward` keeps for :func:`conv2d_backward_from_cache` and
+    :func:`conv2d_weight_backward_from_cache`.
+
+    ``cols`` is the im2col matrix of the forward input ``x``, shape ``(C_in kh kw, H_out W_out N)``
+    and the dtype of ``x`` (about ``kh kw / (s_h s_w)`` times the size of ``x``); ``w`` the
+    kernel; ``geometry`` the :class:`ConvGeometry` of the call.
+    """
+
+    cols: np.ndarray
+    w: np.ndarray
+    geometry: ConvGeometry
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
@@ -269,6 +317,33 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     >>> conv2d(x, w, b=np.array([0.5]), padding=1).shape  # H_out = (4 + 2·1 − 2)/1 + 1
     (1, 1, 5, 5)
     """
+    return conv2d_forward(x, w, b, stride=stride, padding=padding, dilation=dilation)[0]
+
+
+def conv2d_forward(x, w, b=None, *, stride=1, padding=0, dilation=1) -> tuple[np.ndarray, ConvCache]:
+    """:func:`conv2d` and the :class:`ConvCache` its cache-taking backward kernels need.
+
+    The cache holds the im2col matrix the forward GEMM used, so the backward does not rebuild
+    it; it keeps ``kh kw / (s_h s_w)`` times the input in memory until the cache is dropped
+    (see the module notes). Arguments as :func:`conv2d`.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, H_out, W_out), as :func:`conv2d`
+    cache : ConvCache for :func:`conv2d_backward_from_cache` and
+        :func:`conv2d_weight_backward_from_cache`
+
+    Examples
+    --------
+    >>> from tucker_ref.nn import conv2d_backward, conv2d_backward_from_cache, conv2d_forward
+    >>> rng = np.random.default_rng(0)
+    >>> x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    >>> y, cache = conv2d_forward(x, w, padding=1)
+    >>> dy = rng.standard_normal(y.shape)
+    >>> plain = conv2d_backward(dy, x, w, padding=1)
+    >>> all(np.array_equal(a, b) for a, b in zip(conv2d_backward_from_cache(dy, cache), plain))
+    True
+    """
     x = as_float_array(x, "x", ndim=4)
     w = as_float_array(w, "w", ndim=4)
     arrays = [x, w]
@@ -281,10 +356,11 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1) -> np.ndarray:
     _check_channels(x.shape[1], w.shape, "x")
     geo = conv_geometry(x.shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
     c_out = w.shape[0]
-    y = w.reshape(c_out, -1).astype(dtype, copy=False) @ _im2col(x.astype(dtype, copy=False), geo)
+    cols = _im2col(x, geo)
+    y = w.reshape(c_out, -1).astype(dtype, copy=False) @ cols.astype(dtype, copy=False)
     if b is not None:
         y += b[:, None]
-    return y.reshape((c_out,) + geo.out + (geo.x_shape[0],)).transpose(3, 0, 1, 2)
+    return y.reshape((c_out,) + geo.out + (geo.x_shape[0],)).transpose(3, 0, 1, 2), ConvCache(cols, w, geo)
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, need_dx=True):
@@ -293,9 +369,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, need_dx=True):
     ``db[o] = sum_{n,p,q} dy[n, o, p, q]``; ``dW_mat = dY_mat cols^T``;
     ``dx = col2im(W_mat^T dY_mat)`` (the adjoint of the im2col map). One GEMM for each of
     ``dw`` and ``dx``. No cache from the forward is used: the im2col matrix of ``x`` is
-    rebuilt from a strided view. That costs one copy per step; keeping it from the forward
-    would save the copy but hold ``kh kw / (s_h s_w)`` times the input in memory between
-    the passes, for every layer of the network.
+    rebuilt from a strided view, one copy per step. :func:`conv2d_forward` keeps it instead
+    for :func:`conv2d_backward_from_cache` (same values bit for bit), at the price of holding
+    ``kh kw / (s_h s_w)`` times the input in memory between the passes.
     Input rows/columns not covered by any window (floor case, padding) get zero gradient.
 
     Parameters
@@ -319,11 +395,37 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, need_dx=True):
     _check_channels(x.shape[1], w.shape, "x")
     geo = conv_geometry(x.shape, w.shape[2:], stride, padding, dilation, "w.shape[2:]")
     _check_dy(dy, geo, w.shape[0])
-    dtype = np.result_type(dy, x, w)
-    dy_mat = _dy_matrix(dy.astype(dtype, copy=False))
-    dw = _weight_grad(dy_mat, x.astype(dtype, copy=False), geo, w.shape[0])
-    dx = _input_grad(dy_mat, w.astype(dtype, copy=False), geo) if need_dx else None
-    return dx, dw, dy_mat.sum(axis=1)
+    return _backward_from_cols(dy, _im2col(x, geo), w, geo, need_dx)
+
+
+def _check_conv_cache(dy, cache: ConvCache, any_outputs: bool = False) -> np.ndarray:
+    """``dy`` validated against the geometry of ``cache``: the forward's ``C_out`` channels, or any number."""
+    if not isinstance(cache, ConvCache):
+        raise TypeError(f"cache must be the ConvCache returned by conv2d_forward, got {type(cache).__name__}")
+    dy = as_float_array(dy, "dy", ndim=4)
+    _check_dy(dy, cache.geometry, dy.shape[1] if any_outputs else cache.w.shape[0])
+    return dy
+
+
+def conv2d_backward_from_cache(dy, cache: ConvCache, need_dx=True):
+    """:func:`conv2d_backward` from the cache of :func:`conv2d_forward` (the im2col matrix is not rebuilt).
+
+    Equal to ``conv2d_backward(dy, x, w, ...)`` bit for bit, for the ``x``, ``w`` and geometry
+    of the forward call.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C_out, H_out, W_out)
+    cache : ConvCache from :func:`conv2d_forward`
+    need_dx : bool
+        ``False`` skips the input gradient.
+
+    Returns
+    -------
+    (dx, dw, db) as :func:`conv2d_backward`.
+    """
+    dy = _check_conv_cache(dy, cache)
+    return _backward_from_cols(dy, cache.cols, cache.w, cache.geometry, need_dx)
 
 
 def conv2d_input_backward(dy, w, x_shape, *, stride=1, padding=0, dilation=1) -> np.ndarray:
@@ -357,7 +459,8 @@ def conv2d_weight_backward(dy, x, kernel_size, *, stride=1, padding=0, dilation=
     """Kernel gradient of :func:`conv2d`: the adjoint of the linear map ``w -> conv2d(x, w)``.
 
     ``dW_mat = dY_mat cols(x)^T``, so ``<conv2d(x, w), dy> = <w, conv2d_weight_backward(dy, x, (kh, kw))>``.
-    The im2col matrix of ``x`` is rebuilt here (no cache).
+    The im2col matrix of ``x`` is rebuilt here (:func:`conv2d_weight_backward_from_cache` takes
+    the one :func:`conv2d_forward` kept).
 
     Parameters
     ----------
@@ -374,8 +477,27 @@ def conv2d_weight_backward(dy, x, kernel_size, *, stride=1, padding=0, dilation=
     x = as_float_array(x, "x", ndim=4)
     geo = conv_geometry(x.shape, kernel_size, stride, padding, dilation)
     _check_dy(dy, geo, dy.shape[1])
-    dtype = np.result_type(dy, x)
-    return _weight_grad(_dy_matrix(dy.astype(dtype, copy=False)), x.astype(dtype, copy=False), geo, dy.shape[1])
+    return _weight_backward_from_cols(dy, _im2col(x, geo), geo)
+
+
+def conv2d_weight_backward_from_cache(dy, cache: ConvCache) -> np.ndarray:
+    """:func:`conv2d_weight_backward` from the cache of :func:`conv2d_forward` (the im2col matrix is not rebuilt).
+
+    ``dy`` may have any number of output channels (the map ``w -> conv2d(x, w)`` is taken for
+    kernels of ``dy.shape[1]`` outputs); equal to ``conv2d_weight_backward(dy, x, (kh, kw), ...)``
+    bit for bit, for the ``x`` and geometry of the forward call.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C_out', H_out, W_out)
+    cache : ConvCache from :func:`conv2d_forward`
+
+    Returns
+    -------
+    dw : ndarray, shape (C_out', C_in, kh, kw)
+    """
+    dy = _check_conv_cache(dy, cache, any_outputs=True)
+    return _weight_backward_from_cols(dy, cache.cols, cache.geometry)
 
 
 def _shape4(x_shape) -> tuple[int, int, int, int]:

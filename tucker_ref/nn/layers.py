@@ -29,8 +29,8 @@ import numpy as np
 from ..checks import as_float_array
 from ..tucker import TuckerTensor
 from .functional import (
-    conv2d,
-    conv2d_backward,
+    conv2d_backward_from_cache,
+    conv2d_forward,
     flatten,
     flatten_backward,
     linear,
@@ -194,6 +194,10 @@ class Conv2d(_DenseModule):
     weight : ndarray, shape ``(out, in, kh, kw)``; its dtype is the module's dtype
     bias : ndarray, shape ``(out,)``, optional (same dtype)
     stride, padding, dilation : int or pair of int
+
+    ``forward`` keeps the :class:`~tucker_ref.nn.functional.ConvCache` (the im2col matrix of
+    ``x``, ``kh kw / (s_h s_w)`` times the input, held until the next forward), so ``backward``
+    does not rebuild it.
     """
 
     _ndim = 4
@@ -207,14 +211,14 @@ class Conv2d(_DenseModule):
 
     def forward(self, x):
         x = self._input(x, 4, "(N, C_in, H, W)")
-        y = conv2d(x, self.weight, self.bias, **self._conv_args())
-        self._cache = (x, y.shape)
+        y, cache = conv2d_forward(x, self.weight, self.bias, **self._conv_args())
+        self._cache = (cache, y.shape)
         return y
 
     def backward(self, dy, need_dx=True):
-        x, shape = self._cached()
+        cache, shape = self._cached()
         dy = self._check_dy(dy, shape)
-        dx, dw, db = conv2d_backward(dy, x, self.weight, need_dx=need_dx, **self._conv_args())
+        dx, dw, db = conv2d_backward_from_cache(dy, cache, need_dx=need_dx)
         self.grads = {"weight": dw, **self._set_bias_grad(db)}
         return dx
 
@@ -295,10 +299,10 @@ class FactorizedModule(_ParametrizedModule):
         """The gradient oracle (docs/algorithms.md §0) of the last forward/backward pass at the current ``weight``."""
         if self._dy is None:
             raise RuntimeError(f"{type(self).__name__}.gradient_oracle needs a forward and a backward pass first")
-        # Both kernel caches (TuckerConvCache, LowRankLinearCache) keep the forward input as .x.
-        return self._make_oracle(self._cache[0].x, self._dy)
+        return self._make_oracle(self._cache[0], self._dy)
 
-    def _make_oracle(self, x, dy):
+    def _make_oracle(self, cache, dy):
+        """The oracle from the kernel cache of the last forward and ``dy``."""
         raise NotImplementedError
 
 
@@ -312,9 +316,10 @@ class TuckerConv2d(FactorizedModule):
     stride, padding, dilation : int or pair of int
 
     ``forward`` keeps the :class:`~tucker_ref.nn.tucker_functional.TuckerConvCache` (the
-    intermediates ``U_in^T x``, ``C ×_3 U_h ×_4 U_w`` and the middle conv output), so
-    ``backward`` does not recompute the forward. :meth:`gradient_oracle` returns a
-    :class:`~tucker_ref.nn.tucker_functional.TuckerConvGradient`.
+    intermediates ``U_in^T x``, its im2col matrix, ``C ×_3 U_h ×_4 U_w`` and the middle conv
+    output), so ``backward`` does not recompute the forward. :meth:`gradient_oracle` returns a
+    :class:`~tucker_ref.nn.tucker_functional.TuckerConvGradient` given that cache, so its
+    products with ``U_in`` skip the im2col too.
     """
 
     _order = 4
@@ -339,9 +344,10 @@ class TuckerConv2d(FactorizedModule):
                           lambda: tucker_conv2d_parameter_backward(dy, cache, through_input)[:2])
         return None if through_input is None else through_input.dx
 
-    def _make_oracle(self, x, dy):
-        return TuckerConvGradient(x, dy, self._weight, stride=self.stride, padding=self.padding,
-                                  dilation=self.dilation)
+    def _make_oracle(self, cache, dy):
+        # The forward's im2col of U_in^T x serves the oracle's products with U_in (modes 1, 3, 4).
+        return TuckerConvGradient(cache.x, dy, self._weight, stride=self.stride, padding=self.padding,
+                                  dilation=self.dilation, forward_cache=cache)
 
 
 class LowRankLinear(FactorizedModule):
@@ -369,8 +375,8 @@ class LowRankLinear(FactorizedModule):
         self._store_grads(dy, db, lambda: (dcore, dfactors))
         return dx
 
-    def _make_oracle(self, x, dy):
-        return LowRankLinearGradient(x, dy, self._weight)
+    def _make_oracle(self, cache, dy):
+        return LowRankLinearGradient(cache.x, dy, self._weight)
 
 
 class ReLU(Module):

@@ -26,7 +26,10 @@ As :func:`~tucker_ref.nn.functional.max_pool2d` does with its ``MaxPoolCache``, 
 that cache instead of recomputing the forward: :func:`tucker_conv2d_forward` returns a
 :class:`TuckerConvCache`, which :func:`tucker_conv2d_input_backward` (``dx``) and
 :func:`tucker_conv2d_parameter_backward` (core, factor and bias gradients) take, the latter
-reusing what the former computed; :func:`low_rank_linear_forward` returns a
+reusing what the former computed. The :class:`TuckerConvCache` also keeps the middle conv's
+:class:`~tucker_ref.nn.functional.ConvCache`, the im2col matrix of ``z = U_in^T x``: the
+parameter backward takes its kernel gradient from it, and :class:`TuckerConvGradient` (given
+the cache as ``forward_cache``) its products with ``U_in``. :func:`low_rank_linear_forward` returns a
 :class:`LowRankLinearCache` for :func:`low_rank_linear_backward_from_cache`. The plain
 :func:`tucker_conv2d`, :func:`tucker_conv2d_backward`, :func:`low_rank_linear` and
 :func:`low_rank_linear_backward` keep no state between the calls.
@@ -55,7 +58,15 @@ import numpy as np
 from ..checks import as_float_array, check_mode
 from ..gradient_oracle import GradientOracle
 from ..tucker import TuckerTensor, mode_product, multi_mode_product, unfold
-from .functional import conv2d, conv2d_backward, conv2d_input_backward, conv2d_weight_backward, conv_geometry
+from .functional import (
+    ConvCache,
+    conv2d_backward_from_cache,
+    conv2d_forward,
+    conv2d_input_backward,
+    conv2d_weight_backward,
+    conv2d_weight_backward_from_cache,
+    conv_geometry,
+)
 
 __all__ = [
     "GradientOracle",
@@ -144,7 +155,11 @@ class TuckerConvCache(NamedTuple):
     """What the backward of :func:`tucker_conv2d_forward` needs: its input, kernel, geometry and intermediates.
 
     ``z = U_in^T x`` (1×1), ``K = C ×_3 U_h ×_4 U_w``, ``v = conv2d(z, K)``; the output was
-    ``y = U_out v + b``.
+    ``y = U_out v + b``. ``conv`` is the :class:`~tucker_ref.nn.functional.ConvCache` of the
+    middle conv (the im2col matrix of ``z``, ``r_in kh kw / (s_h s_w)`` times the size of
+    ``z``), reused by :func:`tucker_conv2d_parameter_backward` and by
+    :class:`TuckerConvGradient`. Like every forward cache it describes the arrays of ``T`` as
+    they were at the forward: editing them in place makes it stale.
     """
 
     x: np.ndarray
@@ -155,6 +170,7 @@ class TuckerConvCache(NamedTuple):
     stride: int | tuple[int, int]
     padding: int | tuple[int, int]
     dilation: int | tuple[int, int]
+    conv: ConvCache
 
 
 class TuckerConvInputBackward(NamedTuple):
@@ -173,26 +189,26 @@ def _forward(x, T, b, stride, padding, dilation) -> tuple[np.ndarray, TuckerConv
     U_out, U_in, U_h, U_w = T.factors
     z = _channel_matmul(U_in.T, x)
     K = _spatial_kernel(T.core, U_h, U_w)
-    v = conv2d(z, K, stride=stride, padding=padding, dilation=dilation)
+    v, conv = conv2d_forward(z, K, stride=stride, padding=padding, dilation=dilation)
     y = _channel_matmul(U_out, v)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
-    return y, TuckerConvCache(x, T, z, K, v, stride, padding, dilation)
+    return y, TuckerConvCache(x, T, z, K, v, stride, padding, dilation, conv)
 
 
 def _backward(dy, cache: TuckerConvCache, need_dx: bool, through_input: TuckerConvInputBackward | None = None):
     """``(dx, dcore, dfactors, db)`` from the forward cache; see :func:`tucker_conv2d_backward`."""
-    x, T, z, K, v, stride, padding, dilation = cache
+    x, T, v = cache.x, cache.T, cache.v
     U_out, U_in, U_h, U_w = T.factors
     db = dy.sum(axis=(0, 2, 3))
     dU_out = _channel_gram(dy, v)
     if through_input is None:
         dv = _channel_matmul(U_out.T, dy)
         # dz is needed even when dx is not: dU_in is the 1×1 weight gradient Σ x dz^T.
-        dz, dK, _ = conv2d_backward(dv, z, K, stride=stride, padding=padding, dilation=dilation, need_dx=True)
+        dz, dK, _ = conv2d_backward_from_cache(dv, cache.conv, need_dx=True)
     else:
         _, dv, dz = through_input
-        dK = conv2d_weight_backward(dv, z, K.shape[2:], stride=stride, padding=padding, dilation=dilation)
+        dK = conv2d_weight_backward_from_cache(dv, cache.conv)
     dU_in = _channel_gram(x, dz)
     dx = _channel_matmul(U_in, dz) if need_dx else None
     dcore = multi_mode_product(dK, [U_h, U_w], modes=[2, 3], transpose=True)
@@ -296,8 +312,8 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
     applied to the dense kernel gradient ``G``: ``dC = G ×_i U_i^T``,
     ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``, but ``G`` is never formed.
 
-    The forward intermediates ``z`` and ``v`` are recomputed here (one Tucker forward);
-    :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
+    The forward intermediates ``z``, ``v`` and the im2col matrix of ``z`` are recomputed here
+    (one Tucker forward); :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
     :func:`tucker_conv2d_input_backward` and :func:`tucker_conv2d_parameter_backward` instead.
 
     Parameters
@@ -495,6 +511,14 @@ class TuckerConvGradient(GradientOracle):
     T : TuckerTensor of shape ``(out, in, kh, kw)`` — the point at which ``dy`` was computed;
         gives the kernel size and the default factors of :meth:`mode_partial_gradient`
     stride, padding, dilation : int or pair, as in the forward pass
+    forward_cache : TuckerConvCache, optional
+        The cache of the :func:`tucker_conv2d_forward` call that took ``x``. Its middle conv
+        kept the im2col matrix of ``z = U_in^T x`` for the factor ``U_in`` of that call; every
+        product of this oracle whose input basis is that same factor (equal values, dtype and
+        memory layout, so that the 1×1 conv would run the forward's GEMM) starts from it
+        instead of recomputing ``U_in^T x`` and its im2col: bit for bit the same values. Other
+        bases are computed as without it. A cache of another input or geometry raises
+        ``ValueError``; it also keeps that matrix alive as long as the oracle.
 
     Notes
     -----
@@ -514,7 +538,8 @@ class TuckerConvGradient(GradientOracle):
     ``core_gradient`` whose channel bases extend those factors, ``B = [U, V]`` (the augmented
     bases of the S-step, docs/algorithms.md §2), is assembled from them and needs one conv only for
     the ``V_out × V_in`` block (see :meth:`_projected`). These products are the only state kept
-    between calls; each depends on nothing but ``(x, dy)`` and the factor it was computed with.
+    between calls (besides the read-only ``forward_cache``); each depends on nothing but
+    ``(x, dy)`` and the factor it was computed with.
 
     Examples
     --------
@@ -533,7 +558,7 @@ class TuckerConvGradient(GradientOracle):
     True
     """
 
-    def __init__(self, x, dy, T, *, stride=1, padding=0, dilation=1):
+    def __init__(self, x, dy, T, *, stride=1, padding=0, dilation=1, forward_cache=None):
         T = check_tucker_weight(T, 4)
         self.x = _check_input(x, T.shape[1], 4, "x", "(N, C_in, H, W)")
         # Validate the geometry here rather than at the integrator's first request.
@@ -542,6 +567,35 @@ class TuckerConvGradient(GradientOracle):
         self.shape = T.shape
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self._products: dict = {}  # "out" / "in" -> (U, G ×_1 U^T / G ×_2 U^T)
+        self._forward = None if forward_cache is None else self._check_forward_cache(forward_cache)
+
+    def _check_forward_cache(self, cache) -> tuple[np.ndarray, ConvCache]:
+        """``(U_in, ConvCache of z = U_in^T x)`` of a forward cache of this oracle's ``x`` and geometry."""
+        if not isinstance(cache, TuckerConvCache):
+            raise TypeError(f"forward_cache must be the TuckerConvCache returned by tucker_conv2d_forward or None, "
+                            f"got {type(cache).__name__}")
+        x = cache.x
+        if x is not self.x and (x.shape != self.x.shape or x.dtype != self.x.dtype or not np.array_equal(x, self.x)):
+            raise ValueError("forward_cache must be the cache of the forward pass that took x; its input differs "
+                             f"(shape {x.shape}, dtype {x.dtype} against x of shape {self.x.shape}, dtype {self.x.dtype})")
+        want = conv_geometry(self.x.shape, self.shape[2:], self.stride, self.padding, self.dilation)
+        got = cache.conv.geometry
+        if (got.kernel, got.stride, got.padding, got.dilation) != (want.kernel, want.stride, want.padding, want.dilation):
+            raise ValueError(f"forward_cache must have the geometry of this oracle (kernel, stride, padding, "
+                             f"dilation) = {want.kernel, want.stride, want.padding, want.dilation}, "
+                             f"got {got.kernel, got.stride, got.padding, got.dilation}")
+        return cache.T.factors[1], cache.conv
+
+    def _forward_im2col(self, B_in):
+        """The kept ConvCache of ``z`` if ``B_in`` is the forward's ``U_in`` (then ``B_in^T x = z``
+        bit for bit: same values, dtype and memory layout run the forward's GEMM), else ``None``."""
+        if self._forward is None or B_in is None:
+            return None
+        U_in, conv = self._forward
+        if B_in is U_in or (B_in.shape == U_in.shape and B_in.dtype == U_in.dtype and B_in.strides == U_in.strides
+                            and np.array_equal(B_in, U_in)):
+            return conv
+        return None
 
     def _weight_gradient(self, dy, x) -> np.ndarray:
         return conv2d_weight_backward(dy, x, self.shape[2:], stride=self.stride, padding=self.padding,
@@ -550,8 +604,11 @@ class TuckerConvGradient(GradientOracle):
     def _channel_projected(self, B_out, B_in) -> np.ndarray:
         """``G ×_1 B_out^T ×_2 B_in^T`` by one conv of the projected data (the GEMM is only
         ``k_1 × k_2·kh·kw``); ``None`` is the identity."""
-        x = self.x if B_in is None else _channel_matmul(B_in.T, self.x)
         dy = self.dy if B_out is None else _channel_matmul(B_out.T, self.dy)
+        kept = self._forward_im2col(B_in)
+        if kept is not None:
+            return conv2d_weight_backward_from_cache(dy, kept)
+        x = self.x if B_in is None else _channel_matmul(B_in.T, self.x)
         return self._weight_gradient(dy, x)
 
     def _channel_product(self, side: str, U) -> np.ndarray:
