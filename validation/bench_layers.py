@@ -19,9 +19,7 @@ Prints, in one run on one machine:
     GEMMs alone and torch's conv.
 
 NumPy's BLAS and torch use the same thread count (threadpoolctl when installed; otherwise
-both keep their default, which on the 2-core reference machine is 2); our copy and
-elementwise kernels get ``--threads`` too (``tucker_ref.nn.functional.set_num_threads``), as
-torch's do, so a 1-thread comparison runs on one core on both sides. Every number is the
+both keep their default, which on the 2-core reference machine is 2). Every number is the
 median over several rounds after a warm-up call; the LeNet step also prints the best round,
 which is the steadier figure when other processes share the cores (the load average is
 printed before and after). glibc's malloc thresholds are raised for the whole process
@@ -276,12 +274,10 @@ def main():
         thread_note = "library defaults (threadpoolctl not installed)"
     if torch is not None:
         torch.set_num_threads(args.threads)
-    F.set_num_threads(args.threads)
 
     with limiter:
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores; "
-              f"numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else "") + f"; threads: {thread_note}; "
-              f"tucker_ref elementwise threads {F.get_num_threads()}")
+              f"numpy {np.__version__}" + (f", torch {torch.__version__}" if torch else "") + f"; threads: {thread_note}")
         print(f"load average before: {os.getloadavg()[0]:.2f} (other processes on the cores distort every number)")
         print(MALLOC_NOTE.format(malloc_raised))
         rng = np.random.default_rng(0)

@@ -35,7 +35,7 @@ import numpy as np
 from bench_layers import MALLOC_NOTE, timed_in_turns
 
 from tucker_ref.data import iterate_minibatches
-from tucker_ref.nn.functional import set_num_threads, softmax_cross_entropy
+from tucker_ref.nn.functional import softmax_cross_entropy
 from tucker_ref.training import TrainConfig, build_model, load_data
 from tucker_ref.training.config import parse_init_rank
 from tucker_ref.training.methods import make_update_rule
@@ -123,8 +123,6 @@ def main(argv=None) -> int:
         limiter = threadpool_limits(limits=args.threads) if args.threads else nullcontext()
     except ImportError:
         limiter = nullcontext()
-    if args.threads:
-        set_num_threads(args.threads)
     with limiter:
         base = TrainConfig(dtype=args.dtype, quiet=True, plots=False)
         train_set, _ = load_data(base.validated())

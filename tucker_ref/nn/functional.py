@@ -28,17 +28,6 @@ memory: that matrix stays alive between the passes, for every layer of a network
 :func:`conv2d` and :func:`conv2d_backward` keep nothing and rebuild it; both paths give the
 same values bit for bit (the matrix is a copy of ``x``, the GEMMs are the same).
 
-Threads
--------
-The large copy and elementwise kernels (:func:`relu`, :func:`relu_backward`,
-:func:`max_pool2d`, :func:`relu_max_pool2d`, :func:`max_pool2d_backward` and the im2col and
-col2im copies of the convolutions) can split their work over disjoint blocks of one axis and
-run the blocks on :func:`set_num_threads` threads (NumPy releases the GIL in its loops and
-copies). Every output element is computed by the same operations in the same order as with
-one thread, so the values are identical bit for bit. The default is 1 thread; the trainer
-follows the BLAS thread count (:func:`tucker_ref.training.runtime.set_elementwise_threads`).
-Arrays below :data:`PARALLEL_MIN_ELEMENTS` elements are never split.
-
 Validation
 ----------
 Bad input raises ``ValueError`` / ``TypeError`` naming the argument and the expected form:
@@ -49,8 +38,6 @@ padded input, non-positive stride or dilation, negative padding, NaN/Inf values.
 from __future__ import annotations
 
 import numbers
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -59,9 +46,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..checks import as_float_array
 
 __all__ = [
-    "PARALLEL_MIN_ELEMENTS",
-    "set_num_threads",
-    "get_num_threads",
     "ConvGeometry",
     "conv_geometry",
     "ConvCache",
@@ -84,80 +68,6 @@ __all__ = [
     "flatten_backward",
     "softmax_cross_entropy",
 ]
-
-
-# ----------------------------------------------------------------------------------------
-# Threads for the copy and elementwise kernels
-# ----------------------------------------------------------------------------------------
-
-#: Arrays with fewer elements run on one thread: below this size handing blocks to the pool
-#: costs more than the second core saves (docs/performance.md).
-PARALLEL_MIN_ELEMENTS = 2**19
-
-_num_threads = 1
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def set_num_threads(n: int) -> None:
-    """Run the large copy and elementwise kernels of this module on ``n`` threads (default 1).
-
-    The calling thread takes one block and a shared pool of ``n - 1`` worker threads, created
-    on first use, the others; results are identical bit for bit for every ``n`` (see the
-    module notes). Process-wide, like a BLAS thread count.
-    """
-    global _num_threads, _pool
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be a positive int (the number of threads), got {n!r}")
-    with _pool_lock:
-        if int(n) != _num_threads and _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
-        _num_threads = int(n)
-
-
-def get_num_threads() -> int:
-    """The thread count set by :func:`set_num_threads` (1 unless changed)."""
-    return _num_threads
-
-
-def _worker_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1, thread_name_prefix="tucker_ref.nn")
-        return _pool
-
-
-def _in_blocks(job, length: int, size: int) -> None:
-    """Call ``job(block)`` for disjoint slices ``block`` covering ``range(length)``.
-
-    One call on the whole range when one thread is set or ``size`` (the elements the job
-    touches) is below :data:`PARALLEL_MIN_ELEMENTS`; otherwise one block per thread, the first
-    run by the caller. ``job`` must write only the elements of its block.
-    """
-    parts = min(_num_threads, length)
-    if parts <= 1 or size < PARALLEL_MIN_ELEMENTS:
-        job(slice(0, length))
-        return
-    bounds = [length * k // parts for k in range(parts + 1)]
-    blocks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    futures = [_worker_pool().submit(job, block) for block in blocks[1:]]
-    try:
-        job(blocks[0])
-    finally:
-        for future in futures:
-            future.result()
-
-
-def _outer_axis(a: np.ndarray, axes: tuple[int, ...]) -> int:
-    """Of ``axes``, the one with the largest stride: its blocks are the largest contiguous runs."""
-    return max(axes, key=lambda axis: abs(a.strides[axis]))
-
-
-def _along(axis: int, block: slice) -> tuple:
-    """Index that picks ``block`` on ``axis`` and everything on the axes before it."""
-    return (slice(None),) * axis + (block,)
 
 
 # ----------------------------------------------------------------------------------------
@@ -290,13 +200,8 @@ def _im2col(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     # window axes pick the dilated taps, those of the position axes the strided outputs (and
     # drop the uncovered last rows/columns of the floor case).
     windows = sliding_window_view(xp, extent, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
-    windows = windows.transpose(0, 4, 5, 1, 2, 3)
     cols = np.empty((c, kh, kw, ho, wo, n), dtype=x.dtype)
-
-    def copy(block):
-        np.copyto(cols[block], windows[block])
-
-    _in_blocks(copy, c, cols.size)
+    np.copyto(cols, windows.transpose(0, 4, 5, 1, 2, 3))
     return cols.reshape(c * kh * kw, ho * wo * n)
 
 
@@ -312,15 +217,10 @@ def _col2im(cols: np.ndarray, geo: ConvGeometry) -> np.ndarray:
     hp, wp = geo.padded
     taps = cols.reshape(c, kh, kw, ho, wo, n)
     dxp = np.zeros((c, hp, wp, n), dtype=cols.dtype)
-
-    # a block of channels adds the taps in the same order as the whole array would
-    def scatter(block):
-        for i in range(kh):
-            for j in range(kw):
-                rows, columns = _offset_slices(geo, i, j)
-                dxp[block, rows, columns] += taps[block, i, j]
-
-    _in_blocks(scatter, c, cols.size)
+    for i in range(kh):
+        for j in range(kw):
+            rows, columns = _offset_slices(geo, i, j)
+            dxp[:, rows, columns] += taps[:, i, j]
     if ph or pw:
         dxp = np.ascontiguousarray(dxp[:, ph : ph + h, pw : pw + w])
     return dxp.transpose(3, 0, 1, 2)
@@ -683,17 +583,7 @@ def _check_features(x_shape, w_shape) -> None:
 def relu(x) -> np.ndarray:
     """``y = max(x, 0)`` elementwise (any shape; memory order of ``x`` kept)."""
     x = as_float_array(x, "x")
-    if x.ndim == 0:
-        return np.maximum(x, 0)
-    y = np.empty_like(x)
-    axis = _outer_axis(x, tuple(range(x.ndim)))
-
-    def block_relu(block):
-        index = _along(axis, block)
-        np.maximum(x[index], 0, out=y[index])
-
-    _in_blocks(block_relu, x.shape[axis], x.size)
-    return y
+    return np.maximum(x, 0)
 
 
 def relu_backward(dy, x) -> np.ndarray:
@@ -704,17 +594,7 @@ def relu_backward(dy, x) -> np.ndarray:
         raise ValueError(f"dy must have the shape of x {x.shape}, got {dy.shape}")
     # a product with the mask rather than np.where: several times faster, same values
     # (a zero may come out as -0.0)
-    if x.ndim == 0 or _memory_order(dy) != _memory_order(x):
-        return dy * (x > 0)
-    dx = np.empty_like(dy)
-    axis = _outer_axis(x, tuple(range(x.ndim)))
-
-    def block_backward(block):
-        index = _along(axis, block)
-        np.multiply(dy[index], x[index] > 0, out=dx[index])
-
-    _in_blocks(block_backward, x.shape[axis], x.size)
-    return dx
+    return dy * (x > 0)
 
 
 class MaxPoolCache(NamedTuple):
@@ -750,47 +630,26 @@ def max_pool2d(x, kernel_size=2, stride=None, padding=0):
     y : ndarray, shape (N, C, H_out, W_out) (memory order of ``x`` kept)
     cache : MaxPoolCache for :func:`max_pool2d_backward`
     """
-    return _max_pool(x, kernel_size, stride, padding, relu=False)
-
-
-def _max_pool(x, kernel_size, stride, padding, relu: bool):
-    """:func:`max_pool2d`; with ``relu``, :func:`relu_max_pool2d`.
-
-    Runs on blocks of the outer one of the batch and channel axes (see the module notes).
-    """
     x = as_float_array(x, "x", ndim=4)
     if _pair(padding, "padding", minimum=0) != (0, 0):
         raise ValueError(f"padding must be 0: max_pool2d supports no padding, got {padding!r}")
     kernel = _pair(kernel_size, "kernel_size", minimum=1)
     stride = kernel if stride is None else _pair(stride, "stride", minimum=1)
     geo = conv_geometry(x.shape, kernel, stride, 0, 1)
-    taps = kernel[0] * kernel[1]
-    windows = [x[(slice(None), slice(None)) + _offset_slices(geo, i, j)] for i, j in np.ndindex(*kernel)]
-    y = np.empty_like(windows[0])
-    # relu marks dead windows with the index taps, one more than the largest tap index
-    argmax = np.empty_like(y, dtype=np.min_scalar_type(taps if relu else taps - 1))
-    axis = _outer_axis(x, (0, 1))
-
-    def pool(block):
-        index = _along(axis, block)
-        y_block, argmax_block = y[index], argmax[index]
-        np.copyto(y_block, windows[0][index])
-        argmax_block[...] = 0
-        # Masked NumPy operations (``where=``, ``np.where``) run several times slower than
-        # plain arithmetic, so the argmax is updated arithmetically: reset it where a later
-        # tap is strictly larger, then add that tap's index there.
-        for tap in range(1, taps):
-            window = windows[tap][index]
-            later_wins = window > y_block
-            np.maximum(y_block, window, out=y_block)
-            argmax_block *= ~later_wins
-            argmax_block += later_wins * argmax.dtype.type(tap)
-        if relu:
-            dead = y_block <= 0
-            argmax_block += dead * (argmax.dtype.type(taps) - argmax_block)
-            np.maximum(y_block, 0, out=y_block)
-
-    _in_blocks(pool, x.shape[axis], x.size)
+    # Masked NumPy operations (``where=``, ``np.where``) run several times slower than
+    # plain arithmetic, so the argmax is updated arithmetically: reset it where a later
+    # tap is strictly larger, then add that tap's index there.
+    y = argmax = None
+    for tap, (i, j) in enumerate(np.ndindex(*kernel)):
+        window = x[(slice(None), slice(None)) + _offset_slices(geo, i, j)]
+        if y is None:
+            y = window.copy(order="K")
+            argmax = np.zeros_like(y, dtype=np.min_scalar_type(kernel[0] * kernel[1] - 1))
+            continue
+        later_wins = window > y
+        np.maximum(y, window, out=y)
+        argmax *= ~later_wins
+        argmax += later_wins * argmax.dtype.type(tap)
     return y, MaxPoolCache(x, kernel, stride, argmax)
 
 
@@ -818,24 +677,16 @@ def max_pool2d_backward(dy, cache: MaxPoolCache) -> np.ndarray:
         reordered = np.empty_like(cache.argmax, dtype=dy.dtype)
         reordered[...] = dy
         dy = reordered
-    dx = np.empty_like(cache.x, dtype=dy.dtype)
+    dx = np.zeros_like(cache.x, dtype=dy.dtype)
     # Windows that do not overlap (stride >= kernel) write disjoint slices: store the
     # routed gradient directly instead of adding it to zeros (saves a read of dx per tap).
     disjoint = all(s >= k for s, k in zip(cache.stride, cache.kernel))
-    targets = [dx[(slice(None), slice(None)) + _offset_slices(geo, i, j)] for i, j in np.ndindex(*cache.kernel)]
-    axis = _outer_axis(cache.x, (0, 1))
-
-    def route(block):
-        index = _along(axis, block)
-        dx[index] = 0
-        dy_block, argmax_block = dy[index], cache.argmax[index]
-        for tap, target in enumerate(targets):
-            if disjoint:
-                np.multiply(dy_block, argmax_block == tap, out=target[index])
-            else:
-                target[index] += dy_block * (argmax_block == tap)
-
-    _in_blocks(route, cache.x.shape[axis], cache.x.size)
+    for tap, (i, j) in enumerate(np.ndindex(*cache.kernel)):
+        target = dx[(slice(None), slice(None)) + _offset_slices(geo, i, j)]
+        if disjoint:
+            np.multiply(dy, cache.argmax == tap, out=target)
+        else:
+            target += dy * (cache.argmax == tap)
     return dx
 
 
@@ -862,7 +713,16 @@ def relu_max_pool2d(x, kernel_size=2, stride=None):
     >>> max_pool2d_backward(np.ones_like(y), cache)[0, 1].ravel()  # the channel with max <= 0 gets none
     array([0., 0., 0., 0.])
     """
-    return _max_pool(x, kernel_size, stride, 0, relu=True)
+    y, cache = max_pool2d(x, kernel_size, stride)
+    taps = cache.kernel[0] * cache.kernel[1]
+    argmax = cache.argmax
+    if taps > np.iinfo(argmax.dtype).max:
+        argmax = argmax.astype(np.min_scalar_type(taps))
+    dead = y <= 0
+    # arithmetic rather than a masked assignment (see max_pool2d): argmax becomes taps where dead
+    argmax += dead * (argmax.dtype.type(taps) - argmax)
+    np.maximum(y, 0, out=y)
+    return y, cache._replace(argmax=argmax)
 
 
 def _memory_order(a: np.ndarray) -> tuple[int, ...]:
