@@ -41,6 +41,8 @@ from tucker_ref.tucker import unfold  # noqa: E402
 def load(name: str):
     spec = importlib.util.spec_from_file_location(f"validation_{name}", VALIDATION / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: a dataclass in the script looks its module up by name.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -184,3 +186,17 @@ def test_superdiagonal_core_spectrum_and_slope_fit():
         common.loglog_slope([1.0, 2.0], [1.0, 0.0])
     with pytest.raises(ValueError, match="sigmas"):
         common.superdiagonal_core([1.0, 0.0], 3)
+
+
+def test_every_mutant_still_finds_the_text_it_changes():
+    """validation/mutants.py applies each planted mistake by replacing a line of the source; a
+    refactor that moves that line would silently drop the mutant from the table (its run
+    aborts), so each text must occur exactly once, and its first tests must exist."""
+    mutants = load("mutants")
+    root = VALIDATION.parent
+    lost = [f"{m.name}: {(root / m.path).read_text(encoding='utf-8').count(m.old)} times in {m.path}"
+            for m in mutants.MUTANTS if (root / m.path).read_text(encoding="utf-8").count(m.old) != 1]
+    assert not lost, f"mutants whose text does not occur exactly once: {lost}"
+    missing = [t for m in mutants.MUTANTS for t in m.tests if not (root / t.split("::")[0]).exists()]
+    assert not missing, f"mutant tests that do not exist: {missing}"
+    assert len({m.name for m in mutants.MUTANTS}) == len(mutants.MUTANTS) >= 17

@@ -182,8 +182,8 @@ MUTANTS = (
     Mutant("conv-kernel-gradient-flipped", "conv backward",
            "the kernel gradient returned flipped in both spatial axes (convolution vs correlation)",
            "tucker_ref/nn/functional.py",
-           "    return (_im2col(x, geo) @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)\n",
-           "    return (_im2col(x, geo) @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)"
+           "    return (cols @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)\n",
+           "    return (cols @ dy_mat.T).T.reshape((c_out, geo.x_shape[1]) + geo.kernel)"
            "[:, :, ::-1, ::-1]\n",
            ("tests/test_nn_functional.py",)),
     # -- optimizer transport ----------------------------------------------------------------
