@@ -185,15 +185,21 @@ class TuckerConvInputBackward(NamedTuple):
     dz: np.ndarray
 
 
-def _forward(x, T, b, stride, padding, dilation) -> tuple[np.ndarray, TuckerConvCache]:
-    U_out, U_in, U_h, U_w = T.factors
+def _cache(x, T, stride, padding, dilation) -> TuckerConvCache:
+    """The forward up to ``v = conv2d(z, K)``: all the backward needs (the output ``U_out v`` is not)."""
+    _, U_in, U_h, U_w = T.factors
     z = _channel_matmul(U_in.T, x)
     K = _spatial_kernel(T.core, U_h, U_w)
     v, conv = conv2d_forward(z, K, stride=stride, padding=padding, dilation=dilation)
-    y = _channel_matmul(U_out, v)
+    return TuckerConvCache(x, T, z, K, v, stride, padding, dilation, conv)
+
+
+def _forward(x, T, b, stride, padding, dilation) -> tuple[np.ndarray, TuckerConvCache]:
+    cache = _cache(x, T, stride, padding, dilation)
+    y = _channel_matmul(T.factors[0], cache.v)
     if b is not None:
         y += b.reshape(1, -1, 1, 1)
-    return y, TuckerConvCache(x, T, z, K, v, stride, padding, dilation, conv)
+    return y, cache
 
 
 def _backward(dy, cache: TuckerConvCache, need_dx: bool, through_input: TuckerConvInputBackward | None = None):
@@ -313,7 +319,8 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
     ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``, but ``G`` is never formed.
 
     The forward intermediates ``z``, ``v`` and the im2col matrix of ``z`` are recomputed here
-    (one Tucker forward); :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
+    (the forward up to the middle conv, without its output matmul);
+    :func:`tucker_conv2d_forward` returns them in a :class:`TuckerConvCache` for
     :func:`tucker_conv2d_input_backward` and :func:`tucker_conv2d_parameter_backward` instead.
 
     Parameters
@@ -349,7 +356,7 @@ def tucker_conv2d_backward(dy, x, T, *, stride=1, padding=0, dilation=1, need_dx
     """
     x, T, _ = _check_conv_call(x, T)
     dy = _check_conv_dy(dy, x, T, stride, padding, dilation)
-    return _backward(dy, _forward(x, T, None, stride, padding, dilation)[1], need_dx)
+    return _backward(dy, _cache(x, T, stride, padding, dilation), need_dx)
 
 
 def tucker_conv2d_input_backward(dy, cache: TuckerConvCache) -> TuckerConvInputBackward:
