@@ -284,6 +284,12 @@ class FactorizedModule(_ParametrizedModule):
         T = self._weight
         return {"core": T.core, **{f"factors.{i}": U for i, U in enumerate(T.factors)}, **self._bias_entry()}
 
+    def _keep_forward(self, y, cache):
+        """Keep the kernel cache of a forward; the ``dy`` of an earlier backward no longer belongs to it."""
+        self._cache = (cache, y.shape)
+        self._dy = None
+        return y
+
     def _store_grads(self, dy, db, euclidean):
         """Keep ``dy`` for the oracle; ``euclidean()`` returns ``(dcore, dfactors)`` when first needed."""
         self._dy = dy
@@ -330,11 +336,8 @@ class TuckerConv2d(FactorizedModule):
 
     def forward(self, x):
         x = self._input(x, 4, "(N, C_in, H, W)")
-        y, cache = tucker_conv2d_forward(x, self._weight, self.bias, stride=self.stride, padding=self.padding,
-                                         dilation=self.dilation)
-        self._cache = (cache, y.shape)
-        self._dy = None
-        return y
+        return self._keep_forward(*tucker_conv2d_forward(x, self._weight, self.bias, stride=self.stride,
+                                                         padding=self.padding, dilation=self.dilation))
 
     def backward(self, dy, need_dx=True):
         cache, shape = self._cached()
@@ -362,10 +365,7 @@ class LowRankLinear(FactorizedModule):
 
     def forward(self, x):
         x = self._input(x, 2, "(N, in_features)")
-        y, cache = low_rank_linear_forward(x, self._weight, self.bias)
-        self._cache = (cache, y.shape)
-        self._dy = None
-        return y
+        return self._keep_forward(*low_rank_linear_forward(x, self._weight, self.bias))
 
     def backward(self, dy, need_dx=True):
         cache, shape = self._cached()
