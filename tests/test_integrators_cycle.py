@@ -4,7 +4,10 @@
 itself and against outputs recorded from the implementation before the cycle was split
 (``tests/data/tdlrt_step_reference.npz``; small float64/float32 problems, recorded and
 replayed with one BLAS thread: with two, OpenBLAS sums some products in another order and
-one case differs by 1e-15 to 7e-14).
+one case differs by 1e-15 to 7e-14). The float32 case (case 4) was re-recorded when float32
+factorizations moved from numpy.linalg, which computes them in float64, to float32 LAPACK
+(``tucker_ref.linalg``): its arrays then moved by at most 4e-6 relative, float32 rounding
+amplified by the factors' conditioning; the float64 cases were unchanged bit for bit.
 
 The property tests below check what docs/theory.md §6 derives for a cycle of ``K`` S-steps:
 every iterate stays in ``V = ⊗ span Û_i`` with the bases fixed, descent per S-step, one

@@ -19,19 +19,20 @@ PACKAGE_DIR = Path(tucker_ref.__file__).parent
 #: Read top-down this is the picture in docs/conventions.md §9.
 ALLOWED = {
     "checks": (),
-    "tucker": ("checks",),
-    "truncation": ("checks", "tucker"),
-    "manifold": ("checks", "tucker", "truncation"),
+    "linalg": (),
+    "tucker": ("checks", "linalg"),
+    "truncation": ("checks", "linalg", "tucker"),
+    "manifold": ("checks", "linalg", "tucker", "truncation"),
     "gradient_oracle": ("checks", "tucker"),
-    "integrators": ("checks", "tucker", "truncation", "manifold", "gradient_oracle"),
-    "nn": ("checks", "tucker", "truncation", "gradient_oracle"),
+    "integrators": ("checks", "linalg", "tucker", "truncation", "manifold", "gradient_oracle"),
+    "nn": ("checks", "linalg", "tucker", "truncation", "gradient_oracle"),
     "data": ("checks",),
-    "golden": ("checks", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn", "__init__"),
-    "testing": ("checks", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn"),
-    "training": ("checks", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn", "data"),
+    "golden": ("checks", "linalg", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn", "__init__"),
+    "testing": ("checks", "linalg", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn"),
+    "training": ("checks", "linalg", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn", "data"),
     "cli": ("training", "golden", "integrators", "data", "checks"),
     "__main__": ("cli",),
-    "__init__": ("checks", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn"),
+    "__init__": ("checks", "linalg", "tucker", "truncation", "manifold", "gradient_oracle", "integrators", "nn"),
 }
 
 

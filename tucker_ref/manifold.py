@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import linalg
 from .checks import as_float_array, check_instance, check_ranks, check_rng, eps_of
 from .truncation import is_feasible
 from .tucker import TuckerTensor, fold, multi_mode_product, unfold
@@ -87,7 +88,7 @@ def core_row_space(C: np.ndarray, mode: int) -> np.ndarray:
     :func:`core_unfolding_pinv`.
     """
     M = unfold(C, mode)
-    _, s, Vt = np.linalg.svd(M, full_matrices=False)
+    _, s, Vt = linalg.svd(M)
     cutoff = PINV_RCOND_FACTOR * max(M.shape) * eps_of(M.dtype) * (s[0] if s.size else 0.0)
     return Vt[s > cutoff].T
 

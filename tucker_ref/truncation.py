@@ -38,6 +38,7 @@ import numpy as np
 from .checks import (as_float_array, check_fraction, check_instance, check_mode, check_nonneg, check_rank_bound_spec,
                      check_ranks, check_tolerance, eps_of)
 from .checks import per_mode  # noqa: F401  (public here before the checks moved to tucker_ref.checks)
+from . import linalg
 from .tucker import TuckerTensor, multi_mode_product, mode_product, unfold
 
 #: Relative cutoff of :func:`orth`, in units of ``max(shape)·eps`` (the LAPACK/NumPy
@@ -67,7 +68,7 @@ def left_singular(A: np.ndarray):
 
     Returns ``(P, s)`` with ``P`` of shape ``(m, min(m, n))``.
     """
-    P, s, _ = np.linalg.svd(A, full_matrices=False)
+    P, s, _ = linalg.svd(A)
     return fix_signs(P), s
 
 
@@ -79,7 +80,7 @@ def unfolding_svds(C: np.ndarray) -> list:
     dense layer.
     """
     if C.ndim == 2:
-        P, s, Rt = np.linalg.svd(C, full_matrices=False)
+        P, s, Rt = linalg.svd(C)
         return [(fix_signs(P), s), (fix_signs(Rt.T), s)]
     return [left_singular(unfold(C, i)) for i in range(C.ndim)]
 
@@ -606,7 +607,7 @@ def _mode_spectra(C: np.ndarray, modes) -> list:
     """
     if C.ndim == 2 and modes:
         return unfolding_svds(C)
-    return [left_singular(unfold(C, i)) if i in modes else (None, np.linalg.svd(unfold(C, i), compute_uv=False))
+    return [left_singular(unfold(C, i)) if i in modes else (None, linalg.singular_values(unfold(C, i)))
             for i in range(C.ndim)]
 
 

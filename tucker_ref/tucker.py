@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import linalg
 from .checks import as_float_array, check_instance, check_mode, check_ranks, check_rng, eps_of
 
 #: Tolerance of :meth:`TuckerTensor.has_orthonormal_factors`, in units of ``max(n_i)·eps``.
@@ -308,7 +309,7 @@ class TuckerTensor:
                     f"factors[{i}] has more columns ({U.shape[1]}) than rows ({U.shape[0]}); "
                     "cannot orthonormalize without changing the rank"
                 )
-            q, r = np.linalg.qr(U)
+            q, r = linalg.qr(U)
             qs.append(q)
             rs.append(r)
         return TuckerTensor(multi_mode_product(self.core, rs), qs)
@@ -327,7 +328,7 @@ class TuckerTensor:
             E = U.T @ U - np.eye(U.shape[1], dtype=U.dtype)
             # ‖E‖_2 ≤ ‖E‖_F decides the usual case without an eigenvalue solve (this check runs
             # on every integrator step); only a borderline E needs the exact spectral norm.
-            return np.linalg.norm(E) <= tol or float(np.abs(np.linalg.eigvalsh(E)).max(initial=0.0)) <= tol
+            return np.linalg.norm(E) <= tol or float(np.abs(linalg.eigvalsh(E)).max(initial=0.0)) <= tol
 
         return all(orthonormal(U) for U in self.factors)
 
@@ -349,7 +350,7 @@ class TuckerTensor:
         >>> bool(np.isclose(Q.norm(), T.norm())), bool(np.isclose(Q.norm(), np.linalg.norm(Q.core)))
         (True, True)
         """
-        rs = [np.linalg.qr(U, mode="r") if U.shape[0] >= U.shape[1] else U for U in self.factors]
+        rs = [linalg.qr_r(U) if U.shape[0] >= U.shape[1] else U for U in self.factors]
         return float(np.linalg.norm(multi_mode_product(self.core, rs)))
 
     def inner(self, other: "TuckerTensor") -> float:

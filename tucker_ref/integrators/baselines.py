@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .. import linalg
 from ..checks import as_float_array, check_instance
 from ..manifold import core_unfolding_pinv
 from ..truncation import hosvd
@@ -218,7 +219,7 @@ def riemannian_gd_step(Y: TuckerTensor, grad, lr, *, loss=None, name: str | None
     Z[tuple(slice(0, k) for k in r)] = Y.core - lr * dcore
     for i, k in enumerate(r):
         Z[tuple(slice(k, 2 * k) if j == i else slice(0, rj) for j, rj in enumerate(r))] = -lr * Y.core
-    qrs = [np.linalg.qr(np.concatenate([U, dU], axis=1)) for U, dU in zip(Y.factors, dfactors)]
+    qrs = [linalg.qr(np.concatenate([U, dU], axis=1)) for U, dU in zip(Y.factors, dfactors)]
     small, trunc = hosvd(multi_mode_product(Z, [R for _, R in qrs]), ranks=r)
     Y_new = TuckerTensor(small.core, [Q @ P for (Q, _), P in zip(qrs, small.factors)])
     return Y_new, _report("riemannian_gd", Y, Y_new, loss, loss_before, eta=trunc.error)

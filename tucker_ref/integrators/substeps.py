@@ -23,6 +23,7 @@ import numbers
 
 import numpy as np
 
+from .. import linalg
 from ..checks import as_float_array, check_instance, check_mode, check_nonneg, check_rank_bounds, check_tolerance
 from ..truncation import TruncationRule, as_truncation_rule, fix_signs, orth, truncate
 from ..tucker import TuckerTensor, unfold
@@ -67,7 +68,7 @@ def k_parametrization(Y: TuckerTensor, mode: int):
             f"Y has infeasible ranks {Y.ranks}: r_{mode} = {r} exceeds the product of the other ranks "
             f"({others}); recompress it (tucker_ref.truncation.recompress_to_feasible) first"
         )
-    _, _, Rt = np.linalg.svd(M, full_matrices=False)
+    _, _, Rt = linalg.svd(M)
     Q = np.ascontiguousarray(fix_signs(Rt.T))
     S = M @ Q
     return Q, S, Y.factors[mode] @ S
@@ -128,7 +129,7 @@ def orthonormal_basis(K) -> np.ndarray:
     K = as_float_array(K, "K", ndim=2)
     if K.shape[1] > K.shape[0]:
         raise ValueError(f"K must have at most as many columns as rows, got shape {K.shape}")
-    Q, R = np.linalg.qr(K)
+    Q, R = linalg.qr(K)
     return Q * np.where(np.diag(R) < 0, -1, 1).astype(Q.dtype)
 
 
@@ -147,7 +148,7 @@ def _spectral_norm(W) -> float:
         return 0.0
     W = W / scale  # the Gram matrix of W itself could overflow where W does not
     gram = W.T @ W if W.shape[0] >= W.shape[1] else W @ W.T
-    return scale * float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
+    return scale * float(np.sqrt(max(linalg.eigvalsh(gram)[-1], 0.0)))
 
 
 def augment_basis(U, new_directions, *, rcond: float | None = None):

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .. import linalg
 from ..tucker import TuckerTensor, unfold
 
 
@@ -91,7 +92,7 @@ def core_spectra(model) -> dict:
     out = {}
     for name, W in layer_weights(model).items():
         if isinstance(W, TuckerTensor):
-            out[name] = [np.linalg.svd(unfold(W.core, i), compute_uv=False) for i in range(W.ndim)]
+            out[name] = [linalg.singular_values(unfold(W.core, i)) for i in range(W.ndim)]
     return out
 
 

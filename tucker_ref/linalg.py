@@ -1,0 +1,123 @@
+"""Dense factorizations in the working precision: the SVD, QR and symmetric eigenvalue calls of the library.
+
+``numpy.linalg`` computes every float32 factorization in float64 and rounds the result back
+(its "lite" design). That costs twice the time of the float32 LAPACK routine and yields no
+accuracy a float32 training run can keep: the GEMMs around it are float32 already. So:
+
+* float64 (and anything that is not float32) goes to ``numpy.linalg`` unchanged: float64
+  results are NumPy's, bit for bit, at every thread count;
+* float32 goes to the single-precision LAPACK drivers through :mod:`scipy.linalg`
+  (``sgesdd``, ``sgeqrf``/``sorgqr``, ``ssyevd``, the drivers NumPy runs in double):
+  backward stable in float32, as PyTorch and JAX compute float32 factorizations
+  (docs/conventions.md §8).
+
+scipy's wheels bring a second OpenBLAS next to NumPy's. Two threaded OpenBLAS pools in one
+process undo each other: an idle pool's worker spin-waits on a core for about 0.1 s after
+each call, so the other pool's threads lose their time slices (the README's training run took
+88 s instead of 16 with both pools at two threads). The float32 calls therefore run scipy's
+OpenBLAS on one thread, restoring its setting afterwards; these factorizations are small
+(a few hundred rows), where one thread is also the faster choice. Where scipy's OpenBLAS is
+not found (other builds, e.g. Accelerate or MKL), the calls run as the build decides.
+
+The callers check their arguments (shapes, finiteness) before they get here; these functions
+only dispatch. scipy's ``check_finite`` stays on, so a NaN that slipped through raises
+``ValueError`` (as ``numpy.linalg`` raises ``LinAlgError``) instead of reaching LAPACK.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import scipy
+import scipy.linalg as sla
+
+__all__ = ["eigvalsh", "qr", "qr_r", "scipy_blas_threads", "singular_values", "svd"]
+
+
+@functools.lru_cache(maxsize=1)
+def _scipy_openblas():
+    """``(get_num_threads, set_num_threads)`` of the OpenBLAS bundled with scipy's wheel, or ``None``."""
+    libs = Path(scipy.__file__).resolve().parent.parent / "scipy.libs"
+    for path in sorted(libs.glob("*scipy_openblas*")):
+        try:
+            lib = ctypes.CDLL(str(path))  # the copy scipy.linalg already loaded: same file, same handle
+            get, put = lib.scipy_openblas_get_num_threads, lib.scipy_openblas_set_num_threads
+        except (OSError, AttributeError):
+            continue
+        get.restype, get.argtypes = ctypes.c_int, []
+        put.restype, put.argtypes = None, [ctypes.c_int]
+        return get, put
+    return None
+
+
+def scipy_blas_threads() -> int | None:
+    """Threads of scipy's bundled OpenBLAS (``None`` when scipy uses another BLAS)."""
+    found = _scipy_openblas()
+    return None if found is None else int(found[0]())
+
+
+@contextmanager
+def _one_thread():
+    found = _scipy_openblas()
+    if found is None:
+        yield
+        return
+    get, put = found
+    before = get()
+    put(1)
+    try:
+        yield
+    finally:
+        put(before)
+
+
+def _single(A) -> bool:
+    return isinstance(A, np.ndarray) and A.dtype == np.float32
+
+
+def svd(A: np.ndarray):
+    """Reduced SVD ``A = U diag(s) Vt`` (``gesdd``): ``U`` is ``(m, k)``, ``s`` ``(k,)``, ``Vt`` ``(k, n)``, ``k = min(m, n)``."""
+    if not _single(A):
+        return np.linalg.svd(A, full_matrices=False)
+    with _one_thread():
+        return sla.svd(A, full_matrices=False, lapack_driver="gesdd")
+
+
+def singular_values(A: np.ndarray) -> np.ndarray:
+    """Singular values of ``A`` in descending order, without the vectors (``gesdd``, ``jobz='N'``)."""
+    if not _single(A):
+        return np.linalg.svd(A, compute_uv=False)
+    with _one_thread():
+        return sla.svd(A, compute_uv=False, lapack_driver="gesdd")
+
+
+def qr(A: np.ndarray):
+    """Reduced QR ``A = Q R`` (``geqrf`` + ``orgqr``): ``Q`` is ``(m, k)``, ``R`` ``(k, n)``, ``k = min(m, n)``.
+
+    The signs are LAPACK's (Householder); callers that need ``diag(R) ≥ 0`` fix them.
+    """
+    if not _single(A):
+        return np.linalg.qr(A)
+    with _one_thread():
+        return sla.qr(A, mode="economic")
+
+
+def qr_r(A: np.ndarray) -> np.ndarray:
+    """``R`` of the reduced QR of ``A``, shape ``(min(m, n), n)``, without forming ``Q``."""
+    if not _single(A):
+        return np.linalg.qr(A, mode="r")
+    with _one_thread():
+        (R,) = sla.qr(A, mode="r")
+    return R[: min(A.shape)]
+
+
+def eigvalsh(A: np.ndarray) -> np.ndarray:
+    """Eigenvalues of the symmetric ``A`` in ascending order (``syevd``, lower triangle)."""
+    if not _single(A):
+        return np.linalg.eigvalsh(A)
+    with _one_thread():
+        return sla.eigh(A, eigvals_only=True, driver="evd")
