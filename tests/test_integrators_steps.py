@@ -14,9 +14,13 @@ from tucker_ref.integrators import (
     SGD,
     DenseGradient,
     HeavyBall,
+    augment_basis,
+    augmented_bases,
     constant_lr,
     cosine_lr,
     fixed_rank_bug_step,
+    k_gradient,
+    k_parametrization,
     tdlrt_cycle,
     tdlrt_step,
 )
@@ -436,3 +440,28 @@ def test_composite_steps_check_the_truncation_rule_once_per_call(monkeypatch):
     assert Y_rule.ranks == Y_loose.ranks and np.array_equal(Y_rule.core, Y_loose.core)
     with pytest.raises(ValueError, match=r"tdlrt_step: give the truncation rule once"):
         tdlrt_step(Y, G, 0.1, rule=rule, rmax=4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape, ranks", [((30, 40), (6, 6)), ((9, 5, 4), (4, 2, 2)), ((9, 5, 4), (3, 2, 2))])
+def test_augmented_bases_span_the_k_step_directions(dtype, shape, ranks):
+    """``augmented_bases`` equals ``augment_basis(U_i, N_i Q_i)`` mode by mode: exactly where it computes
+    ``Q_i``, to rounding where ``Mat_i(C0)`` is square and ``N_i`` stands in for ``N_i Q_i``."""
+    rng = np.random.default_rng(5)
+    Y = random_tucker(rng, shape, ranks).astype(dtype)
+    G = rng.standard_normal(shape).astype(dtype)
+    U_hats, _ = augmented_bases(Y, DenseGradient(G, Y))
+    eps = np.finfo(dtype).eps
+    for i, U in enumerate(Y.factors):
+        N = unfold(multi_mode_product(G, [None if j == i else V for j, V in enumerate(Y.factors)], transpose=True), i)
+        Q, _, _ = k_parametrization(Y, i)
+        expected, _ = augment_basis(U, k_gradient(N, Q))
+        assert U_hats[i].shape == expected.shape
+        if ranks[i] ** 2 != math.prod(ranks):
+            assert np.array_equal(U_hats[i], expected)
+            continue
+        # the projected directions' condition number bounds how far rounding can turn their span
+        s = np.linalg.svd(N - U @ (U.T @ N), compute_uv=False)
+        tol = 100 * max(shape) * eps * s[0] / s[U_hats[i].shape[1] - ranks[i] - 1]
+        assert np.linalg.norm(U_hats[i].T @ U_hats[i] - np.eye(U_hats[i].shape[1])) <= 100 * max(shape) * eps
+        assert np.linalg.norm(U_hats[i] @ U_hats[i].T - expected @ expected.T, 2) <= tol

@@ -26,6 +26,7 @@ including the optimizer's state.
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -457,9 +458,10 @@ def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str
 
     ``Û_i = augment_basis(U_i, N_i Q_i)`` (``variant="k_step"``, the new directions
     ``∇_{K_i}L``) or ``augment_basis(U_i, N_i Mat_i(C)^T)`` (``"augmented_gradient"``,
-    ``∇_{U_i}L``). A mode at full rank (``r_i = n_i``) has nothing to add: ``Û_i = U_i`` and
-    ``M̂_i = None`` (identity). ``grad`` is anything :func:`~.oracle.gradient_at` accepts, taken
-    at ``Y``. :func:`augment` calls it; it is public so that tests and validation scripts can
+    ``∇_{U_i}L``); when ``Mat_i(C0)`` is square ``Q_i`` is orthogonal and ``N_i`` itself gives
+    the same ``Û_i`` to rounding, without the SVD. A mode at full rank (``r_i = n_i``) has
+    nothing to add: ``Û_i = U_i`` and ``M̂_i = None`` (identity). ``grad`` is anything
+    :func:`~.oracle.gradient_at` accepts, taken at ``Y``. :func:`augment` calls it; it is public so that tests and validation scripts can
     rebuild the space ``V = ⊗ span Û_i`` of a step. ``caller`` names the step in error messages.
 
     Returns
@@ -481,7 +483,12 @@ def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str
         with _timed(timings, "gradient"):
             N = checked_mode_partial(oracle, Y, i, step)
         with _timed(timings, "k_parametrization"):
-            if variant == "k_step":
+            if variant == "k_step" and Y.ranks[i] ** 2 == math.prod(Y.ranks):
+                # Mat_i(C0) is square (every mode of a matrix): Q_i is square orthogonal, and
+                # augment_basis(U_i, N_i Q_i) depends on N_i Q_i only through its projected
+                # span and singular values, which Q_i does not change; N_i gives Û_i to rounding.
+                new_directions = N
+            elif variant == "k_step":
                 Q, _, _ = k_parametrization(Y, i)
                 new_directions = k_gradient(N, Q)
             else:
