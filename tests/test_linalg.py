@@ -42,6 +42,7 @@ def test_float64_factorizations_are_numpys_bit_for_bit(shape, seed, decay):
     G = A.T @ A
     pairs = [
         (linalg.svd(A), np.linalg.svd(A, full_matrices=False)),
+        (linalg.left_svd(A), np.linalg.svd(A, full_matrices=False)[:2]),
         ((linalg.singular_values(A),), (np.linalg.svd(A, compute_uv=False),)),
         (linalg.qr(A), np.linalg.qr(A)),
         ((linalg.qr_r(A),), (np.linalg.qr(A, mode="r"),)),
@@ -56,10 +57,12 @@ def test_float64_factorizations_are_numpys_bit_for_bit(shape, seed, decay):
 
 @given(shape=SHAPES, seed=st.integers(0, 2**32 - 1), decay=st.sampled_from([0.0, 3.0]))
 @example(shape=(40, 40), seed=2, decay=3.0)
+@example(shape=(5, 40), seed=3, decay=0.0)
+@example(shape=(20, 40), seed=4, decay=3.0)
 def test_float32_factorizations_stay_float32_and_accurate(shape, seed, decay):
     A64 = _matrix(shape, seed, np.float64, decay)
     A = A64.astype(np.float32)
-    event("square" if shape[0] == shape[1] else "rectangular")
+    event("wide (LQ route)" if 2 * shape[0] <= shape[1] else "not wide")
     # Backward stability in float32: residuals and loss of orthonormality of order
     # max(m, n)·eps32 (normwise), and singular values within that of the float64 ones of A.
     tol = 30 * max(shape) * _unit_roundoff(np.float32)
@@ -72,6 +75,14 @@ def test_float32_factorizations_stay_float32_and_accurate(shape, seed, decay):
     assert np.linalg.norm(Vt @ Vt.T - np.eye(Vt.shape[0])) <= tol
     sv = linalg.singular_values(A)
     assert sv.dtype == np.float32 and np.max(np.abs(sv - s64)) <= tol * s64[0]
+    # Left vectors and values alone (through the LQ triangle when A is wide): P has the
+    # singular values as the row norms of P^T A, and P^T A A^T P is diagonal.
+    P, sl = linalg.left_svd(A)
+    assert P.dtype == sl.dtype == np.float32 and P.shape == U.shape and sl.shape == s.shape
+    assert np.max(np.abs(sl - s64)) <= tol * s64[0]
+    assert np.linalg.norm(P.T @ P - np.eye(P.shape[1])) <= tol
+    B = P.T.astype(np.float64) @ A64
+    assert np.linalg.norm(B @ B.T - np.diag(s64**2)) <= 4 * tol * s64[0] ** 2
     Q, R = linalg.qr(A)
     assert Q.dtype == R.dtype == np.float32
     assert np.linalg.norm(Q @ R - A) <= tol * np.linalg.norm(A)
@@ -86,7 +97,8 @@ def test_float32_factorizations_stay_float32_and_accurate(shape, seed, decay):
     assert np.max(np.abs(w - np.linalg.eigvalsh(G.astype(np.float64)))) <= tol * float(np.linalg.norm(G, 2))
 
 
-@pytest.mark.parametrize("call", [linalg.svd, linalg.singular_values, linalg.qr, linalg.qr_r, linalg.eigvalsh])
+@pytest.mark.parametrize("call", [linalg.svd, linalg.left_svd, linalg.singular_values, linalg.qr, linalg.qr_r,
+                                  linalg.eigvalsh])
 def test_non_finite_float32_input_raises_instead_of_reaching_lapack(call):
     A = np.eye(3, dtype=np.float32)
     A[1, 2] = np.nan
@@ -95,7 +107,8 @@ def test_non_finite_float32_input_raises_instead_of_reaching_lapack(call):
 
 
 @pytest.mark.skipif(linalg.scipy_blas_threads() is None, reason="scipy does not use its bundled OpenBLAS here")
-@pytest.mark.parametrize("call", [linalg.svd, linalg.singular_values, linalg.qr, linalg.qr_r, linalg.eigvalsh])
+@pytest.mark.parametrize("call", [linalg.svd, linalg.left_svd, linalg.singular_values, linalg.qr, linalg.qr_r,
+                                  linalg.eigvalsh])
 def test_float32_calls_run_scipys_openblas_on_one_thread_and_restore_it(call, monkeypatch):
     seen = []
 

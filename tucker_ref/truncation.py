@@ -35,10 +35,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import linalg
 from .checks import (as_float_array, check_fraction, check_instance, check_mode, check_nonneg, check_rank_bound_spec,
                      check_ranks, check_tolerance, eps_of)
 from .checks import per_mode  # noqa: F401  (public here before the checks moved to tucker_ref.checks)
-from . import linalg
 from .tucker import TuckerTensor, multi_mode_product, mode_product, unfold
 
 #: Relative cutoff of :func:`orth`, in units of ``max(shape)·eps`` (the LAPACK/NumPy
@@ -68,7 +68,7 @@ def left_singular(A: np.ndarray):
 
     Returns ``(P, s)`` with ``P`` of shape ``(m, min(m, n))``.
     """
-    P, s, _ = linalg.svd(A)
+    P, s = linalg.left_svd(A)
     return fix_signs(P), s
 
 
