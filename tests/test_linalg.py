@@ -13,6 +13,8 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from threadpoolctl import threadpool_info
+
 from tucker_ref import linalg
 
 SHAPES = st.tuples(st.integers(1, 40), st.integers(1, 40))
@@ -126,3 +128,13 @@ def test_float32_calls_run_scipys_openblas_on_one_thread_and_restore_it(call, mo
     assert linalg.scipy_blas_threads() == before
     call(np.eye(4))  # float64: NumPy's call, scipy untouched
     assert seen == [1]
+
+
+def test_scipys_bundled_openblas_is_found_wherever_threadpoolctl_sees_it():
+    """If this fails, scipy renamed its OpenBLAS or its thread symbols: the float32 calls would
+    run that OpenBLAS threaded next to NumPy's, and the two pools would spin against each other."""
+    scipy_openblas = [info for info in threadpool_info()
+                      if info["internal_api"] == "openblas" and "scipy_openblas-" in info["filepath"]]
+    if not scipy_openblas:
+        pytest.skip("scipy does not bring its own OpenBLAS here")
+    assert linalg.scipy_blas_threads() == scipy_openblas[0]["num_threads"]
