@@ -81,17 +81,24 @@ def conv_cases(draw):
     return dict(T=T, x=x, b=b, dy=dy, geo=geo, rng=rng)
 
 
-def chain_rule(T: TuckerTensor, G):
-    """Gradients with respect to core and factors from the dense gradient ``G`` (chain rule of docs/theory.md §2).
+def mode_partials(T: TuckerTensor, G) -> list:
+    """``N_i = Mat_i(G ×_{j≠i} U_j^T)`` for every mode."""
+    return [unfold(multi_mode_product(G, [None if j == i else U for j, U in enumerate(T.factors)], transpose=True), i)
+            for i in range(T.ndim)]
 
-    ``dC = G ×_i U_i^T`` and ``dU_i = Mat_i(G ×_{j≠i} U_j^T) Mat_i(C)^T``.
+
+def assert_factor_gradients_match_chain_rule(dfactors, T, G):
+    """``dU_i`` against the chain rule of docs/theory.md §2, ``N_i Mat_i(C)^T``, with the rounding
+    measured against ``‖N_i‖ ‖Mat_i(C)‖``. (The core's is ``dC = G ×_i U_i^T``.)
+
+    The product can cancel far below the size of its terms (dev-profile counterexamples: a 1×1
+    spatial factor gradient of 1.7e-4 from O(1) terms, relative error 2e-12 against itself), so
+    its own norm is no yardstick; a wrong formula is off by the size of the terms.
     """
-    dcore = multi_mode_product(G, T.factors, transpose=True)
-    dfactors = []
-    for i in range(T.ndim):
-        others = [None if j == i else U for j, U in enumerate(T.factors)]
-        dfactors.append(unfold(multi_mode_product(G, others, transpose=True), i) @ unfold(T.core, i).T)
-    return dcore, dfactors
+    assert len(dfactors) == T.ndim
+    for i, (got, N) in enumerate(zip(dfactors, mode_partials(T, G))):
+        C_i = unfold(T.core, i)
+        assert np.linalg.norm(got - N @ C_i.T) <= EXACT * np.linalg.norm(N) * np.linalg.norm(C_i)
 
 
 def random_bases(rng, T: TuckerTensor, kinds):
@@ -131,14 +138,12 @@ def test_tucker_conv_forward_equals_dense_conv(case):
 def test_tucker_conv_backward_equals_chain_rule_of_dense_backward(case):
     T, x, dy, geo = case["T"], case["x"], case["dy"], case["geo"]
     dx_ref, G, db_ref = conv2d_backward(dy, x, T.full(), **geo)
-    dcore_ref, dfactors_ref = chain_rule(T, G)
+    dcore_ref = multi_mode_product(G, T.factors, transpose=True)
     dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T, **geo)
     assert rel(dx, dx_ref) <= EXACT
     assert rel(db, db_ref) <= EXACT
     assert rel(dcore, dcore_ref) <= EXACT
-    assert len(dfactors) == 4
-    for got, want in zip(dfactors, dfactors_ref):
-        assert rel(got, want) <= EXACT
+    assert_factor_gradients_match_chain_rule(dfactors, T, G)
     no_dx = tucker_conv2d_backward(dy, x, T, need_dx=False, **geo)
     assert no_dx[0] is None
     assert rel(no_dx[1], dcore) == 0.0
@@ -348,11 +353,10 @@ def test_low_rank_linear_forward_and_backward_equal_dense(case):
     T, x, b, dy = case["T"], case["x"], case["b"], case["dy"]
     assert rel(low_rank_linear(x, T, b), linear(x, T.full(), b)) <= EXACT
     dx_ref, G, db_ref = linear_backward(dy, x, T.full())
-    dcore_ref, dfactors_ref = chain_rule(T, G)
+    dcore_ref = multi_mode_product(G, T.factors, transpose=True)
     dx, dcore, dfactors, db = low_rank_linear_backward(dy, x, T)
     assert rel(dx, dx_ref) <= EXACT and rel(db, db_ref) <= EXACT and rel(dcore, dcore_ref) <= EXACT
-    for got, want in zip(dfactors, dfactors_ref):
-        assert rel(got, want) <= EXACT
+    assert_factor_gradients_match_chain_rule(dfactors, T, G)
     assert low_rank_linear_backward(dy, x, T, need_dx=False)[0] is None
     y, cache = low_rank_linear_forward(x, T, b)
     np.testing.assert_array_equal(y, low_rank_linear(x, T, b))
