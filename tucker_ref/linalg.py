@@ -16,8 +16,9 @@ process undo each other: an idle pool's worker spin-waits on a core for about 0.
 each call, so the other pool's threads lose their time slices (the README's training run took
 88 s instead of 16 with both pools at two threads). The float32 calls therefore run scipy's
 OpenBLAS on one thread, restoring its setting afterwards; these factorizations are small
-(a few hundred rows), where one thread is also the faster choice. Where scipy's OpenBLAS is
-not found (other builds, e.g. Accelerate or MKL), the calls run as the build decides.
+(a few hundred rows), where one thread was also measured faster for tall-skinny QR and SVD
+(docs/performance.md). Where scipy's OpenBLAS is not found (other builds, e.g. Accelerate or
+MKL), the calls run as the build decides.
 
 The callers check their arguments (shapes, finiteness) before they get here; these functions
 only dispatch. scipy's ``check_finite`` stays on, so a NaN that slipped through raises
@@ -62,6 +63,7 @@ def scipy_blas_threads() -> int | None:
 
 @contextmanager
 def _one_thread():
+    """scipy's OpenBLAS on one thread inside the block (its worker would spin against NumPy's pool)."""
     found = _scipy_openblas()
     if found is None:
         yield
