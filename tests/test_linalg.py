@@ -120,8 +120,10 @@ def test_float32_calls_run_scipys_openblas_on_one_thread_and_restore_it(call, mo
             return real(*args, **kwargs)
         return wrapper
 
+    import scipy.linalg as sla
+
     for name in ("svd", "qr", "eigh"):
-        monkeypatch.setattr(linalg.sla, name, recording(getattr(linalg.sla, name)))
+        monkeypatch.setattr(sla, name, recording(getattr(sla, name)))
     before = linalg.scipy_blas_threads()
     call(np.eye(4, dtype=np.float32))
     assert seen == [1]

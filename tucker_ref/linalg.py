@@ -33,15 +33,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import scipy
-import scipy.linalg as sla
 
 __all__ = ["eigvalsh", "left_svd", "qr", "qr_r", "scipy_blas_threads", "singular_values", "svd"]
 
 
 @functools.lru_cache(maxsize=1)
+def _sla():
+    """:mod:`scipy.linalg`, imported at the first float32 factorization (importing it takes about
+    0.2 s, four times the rest of ``import tucker_ref``; float64 work never needs it)."""
+    import scipy.linalg
+
+    return scipy.linalg
+
+
+@functools.lru_cache(maxsize=1)
 def _scipy_openblas():
     """``(get_num_threads, set_num_threads)`` of the OpenBLAS bundled with scipy's wheel, or ``None``."""
+    import scipy
+
+    _sla()  # loads the library this looks up
     libs = Path(scipy.__file__).resolve().parent.parent / "scipy.libs"
     for path in sorted(libs.glob("*scipy_openblas*")):
         try:
@@ -86,7 +96,7 @@ def svd(A: np.ndarray):
     if not _single(A):
         return np.linalg.svd(A, full_matrices=False)
     with _one_thread():
-        return sla.svd(A, full_matrices=False, lapack_driver="gesdd")
+        return _sla().svd(A, full_matrices=False, lapack_driver="gesdd")
 
 
 def _wide(A) -> bool:
@@ -96,7 +106,7 @@ def _wide(A) -> bool:
 
 def _lq_triangle(A: np.ndarray) -> np.ndarray:
     """``L = R^T`` (``m × m``) of ``A = L Q^T`` for a wide ``A``: same left singular vectors and values."""
-    (R,) = sla.qr(A.T, mode="r")
+    (R,) = _sla().qr(A.T, mode="r")
     return R[: A.shape[0]].T
 
 
@@ -112,7 +122,7 @@ def left_svd(A: np.ndarray):
     """
     if _single(A) and _wide(A):
         with _one_thread():
-            U, s, _ = sla.svd(_lq_triangle(A), lapack_driver="gesdd")
+            U, s, _ = _sla().svd(_lq_triangle(A), lapack_driver="gesdd")
         return U, s
     U, s, _ = svd(A)
     return U, s
@@ -127,7 +137,7 @@ def singular_values(A: np.ndarray) -> np.ndarray:
     if not _single(A):
         return np.linalg.svd(A, compute_uv=False)
     with _one_thread():
-        return sla.svd(_lq_triangle(A) if _wide(A) else A, compute_uv=False, lapack_driver="gesdd")
+        return _sla().svd(_lq_triangle(A) if _wide(A) else A, compute_uv=False, lapack_driver="gesdd")
 
 
 def qr(A: np.ndarray):
@@ -138,7 +148,7 @@ def qr(A: np.ndarray):
     if not _single(A):
         return np.linalg.qr(A)
     with _one_thread():
-        return sla.qr(A, mode="economic")
+        return _sla().qr(A, mode="economic")
 
 
 def qr_r(A: np.ndarray) -> np.ndarray:
@@ -146,7 +156,7 @@ def qr_r(A: np.ndarray) -> np.ndarray:
     if not _single(A):
         return np.linalg.qr(A, mode="r")
     with _one_thread():
-        (R,) = sla.qr(A, mode="r")
+        (R,) = _sla().qr(A, mode="r")
     return R[: min(A.shape)]
 
 
@@ -155,4 +165,4 @@ def eigvalsh(A: np.ndarray) -> np.ndarray:
     if not _single(A):
         return np.linalg.eigvalsh(A)
     with _one_thread():
-        return sla.eigh(A, eigvals_only=True, driver="evd")
+        return _sla().eigh(A, eigvals_only=True, driver="evd")
