@@ -13,9 +13,13 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
+from pathlib import Path
+
 from threadpoolctl import threadpool_info
 
 from tucker_ref import linalg
+
+SGESDD_FAILURE = Path(__file__).parent / "data" / "sgesdd_failure.npy"
 
 SHAPES = st.tuples(st.integers(1, 40), st.integers(1, 40))
 
@@ -140,3 +144,42 @@ def test_scipys_bundled_openblas_is_found_wherever_threadpoolctl_sees_it():
     if not scipy_openblas:
         pytest.skip("scipy does not bring its own OpenBLAS here")
     assert linalg.scipy_blas_threads() == scipy_openblas[0]["num_threads"]
+
+
+def test_float32_svd_of_the_matrix_sgesdd_fails_on():
+    """A 197 × 196 augmented fc1 core from a training run (tdlrt, tau 0.05, seed 2, one BLAS thread)
+    on which scipy's ``sgesdd`` stops with "SVD did not converge" here; the fallback factors it."""
+    A = np.load(SGESDD_FAILURE)
+    assert A.dtype == np.float32 and A.shape == (197, 196)
+    s64 = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    tol = 30 * max(A.shape) * _unit_roundoff(np.float32)
+    U, s, Vt = linalg.svd(A)
+    assert U.dtype == s.dtype == Vt.dtype == np.float32
+    assert np.linalg.norm((U * s) @ Vt - A) <= tol * np.linalg.norm(A)
+    assert np.linalg.norm(U.T @ U - np.eye(U.shape[1])) <= tol
+    assert np.max(np.abs(s - s64)) <= tol * s64[0]
+    assert np.max(np.abs(linalg.singular_values(A) - s64)) <= tol * s64[0]
+    P, sl = linalg.left_svd(A)
+    assert np.max(np.abs(sl - s64)) <= tol * s64[0] and np.linalg.norm(P.T @ P - np.eye(P.shape[1])) <= tol
+
+
+@pytest.mark.parametrize("failing", [("gesdd",), ("gesdd", "gesvd")])
+@pytest.mark.parametrize("call", [linalg.svd, linalg.left_svd, linalg.singular_values])
+def test_float32_svd_falls_back_when_a_driver_does_not_converge(call, failing, monkeypatch):
+    import scipy.linalg as sla
+
+    real, drivers = sla.svd, []
+
+    def flaky(A, *args, lapack_driver="gesdd", **kwargs):
+        drivers.append(lapack_driver)
+        if lapack_driver in failing:
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real(A, *args, lapack_driver=lapack_driver, **kwargs)
+
+    monkeypatch.setattr(sla, "svd", flaky)
+    A = _matrix((12, 9), 0, np.float32, 3.0)
+    out = call(A)
+    s = out if call is linalg.singular_values else out[1]
+    assert s.dtype == np.float32
+    np.testing.assert_allclose(s, np.linalg.svd(A.astype(np.float64), compute_uv=False), rtol=0, atol=1e-5)
+    assert drivers == ["gesdd", "gesvd"]  # and, when both fail, NumPy's float64 route

@@ -91,12 +91,31 @@ def _single(A) -> bool:
     return isinstance(A, np.ndarray) and A.dtype == np.float32
 
 
+def _svd32(A: np.ndarray, compute_uv: bool = True):
+    """Reduced float32 SVD by ``sgesdd``; where it does not converge, by ``sgesvd``, then in float64.
+
+    ``sgesdd`` fails on some ordinary matrices: a 197 × 196 augmented fc1 core of a training
+    run (entries in [-2.6, 3.0], singular values from 3.0 down to 2e-7) makes it stop with
+    "SLASCL parameter number 4 had an illegal value", which LAPACK prints, and "SVD did not
+    converge", while ``sgesvd`` (QR iteration) and the float64 drivers factor it
+    (tests/data/sgesdd_failure.npy). The float64 last resort is NumPy's route, rounded back.
+    """
+    sla = _sla()
+    with _one_thread():
+        for driver in ("gesdd", "gesvd"):
+            try:
+                return sla.svd(A, full_matrices=False, compute_uv=compute_uv, lapack_driver=driver)
+            except np.linalg.LinAlgError:
+                continue
+    out = np.linalg.svd(A.astype(np.float64), full_matrices=False, compute_uv=compute_uv)
+    return tuple(x.astype(np.float32) for x in out) if compute_uv else out.astype(np.float32)
+
+
 def svd(A: np.ndarray):
     """Reduced SVD ``A = U diag(s) Vt`` (``gesdd``): ``U`` is ``(m, k)``, ``s`` ``(k,)``, ``Vt`` ``(k, n)``, ``k = min(m, n)``."""
     if not _single(A):
         return np.linalg.svd(A, full_matrices=False)
-    with _one_thread():
-        return _sla().svd(A, full_matrices=False, lapack_driver="gesdd")
+    return _svd32(A)
 
 
 def _wide(A) -> bool:
@@ -122,7 +141,8 @@ def left_svd(A: np.ndarray):
     """
     if _single(A) and _wide(A):
         with _one_thread():
-            U, s, _ = _sla().svd(_lq_triangle(A), lapack_driver="gesdd")
+            L = _lq_triangle(A)
+        U, s, _ = _svd32(L)
         return U, s
     U, s, _ = svd(A)
     return U, s
@@ -136,8 +156,10 @@ def singular_values(A: np.ndarray) -> np.ndarray:
     """
     if not _single(A):
         return np.linalg.svd(A, compute_uv=False)
-    with _one_thread():
-        return _sla().svd(_lq_triangle(A) if _wide(A) else A, compute_uv=False, lapack_driver="gesdd")
+    if _wide(A):
+        with _one_thread():
+            A = _lq_triangle(A)
+    return _svd32(A, compute_uv=False)
 
 
 def qr(A: np.ndarray):
