@@ -125,8 +125,7 @@ def _wide(A) -> bool:
 
 def _lq_triangle(A: np.ndarray) -> np.ndarray:
     """``L = R^T`` (``m × m``) of ``A = L Q^T`` for a wide ``A``: same left singular vectors and values."""
-    (R,) = _sla().qr(A.T, mode="r")
-    return R[: A.shape[0]].T
+    return qr_r(A.T).T
 
 
 def left_svd(A: np.ndarray):
@@ -140,9 +139,7 @@ def left_svd(A: np.ndarray):
     as :func:`svd`.
     """
     if _single(A) and _wide(A):
-        with _one_thread():
-            L = _lq_triangle(A)
-        U, s, _ = _svd32(L)
+        U, s, _ = _svd32(_lq_triangle(A))
         return U, s
     U, s, _ = svd(A)
     return U, s
@@ -156,10 +153,7 @@ def singular_values(A: np.ndarray) -> np.ndarray:
     """
     if not _single(A):
         return np.linalg.svd(A, compute_uv=False)
-    if _wide(A):
-        with _one_thread():
-            A = _lq_triangle(A)
-    return _svd32(A, compute_uv=False)
+    return _svd32(_lq_triangle(A) if _wide(A) else A, compute_uv=False)
 
 
 def qr(A: np.ndarray):
