@@ -676,6 +676,26 @@ def test_validation_split_is_held_out_and_logged(tmp_path):
     assert "validation" in summary["validation_set"] and summary["steps"] == 2  # 128 images left to train on
 
 
+@pytest.mark.parametrize("method", ["tdlrt", "full"])
+def test_reported_test_metrics_are_the_saved_models_on_the_test_set(tmp_path, method):
+    """The test loss and accuracy of metrics.jsonl and summary.json, recomputed independently:
+    the checkpoint's parameters put into a fresh model, evaluated on the test split alone."""
+    from tucker_ref.training.records import evaluate
+
+    summary = run(tmp_path, method=method, epochs=1, train_subset=192)
+    config = TrainConfig(method=method, **{**SMALL, "train_subset": 192}).validated()
+    train_set, test_set = load_data(config)
+    model = build_model(config)
+    arrays, _ = ckpt.load_checkpoint(tmp_path)
+    ckpt.load_model_state(model, {k: v for k, v in arrays.items() if k.startswith("param/")})
+    test_loss, test_accuracy = evaluate(model, test_set)
+    epoch = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert (epoch["test_loss"], epoch["test_accuracy"]) == (test_loss, test_accuracy)
+    assert (summary["final"]["test_loss"], summary["final"]["test_accuracy"]) == (test_loss, test_accuracy)
+    # The other split gives other numbers, so the comparison above can tell them apart.
+    assert evaluate(model, train_set) != (test_loss, test_accuracy)
+
+
 @pytest.mark.parametrize("settings, message", [
     (dict(method="full", s_steps=2), "s_steps > 1 is the TDLRT cycle"),
     (dict(check_descent=True, s_steps=2), "check_descent measures one TDLRT step per batch"),

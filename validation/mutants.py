@@ -3,12 +3,14 @@
 Each mutant replaces one exact piece of source text (it must occur exactly once) in a temporary
 copy of the repository and runs the test suite there with the CI hypothesis profile::
 
-    python -m pytest -q -x -p no:cacheprovider -rfE <the mutant's property tests>
-    python -m pytest -q -x -p no:cacheprovider -rfE <the mutant's test files> <every other test file>
+    python -m pytest -q -x -p no:cacheprovider -rfE --deselect <SELF_CHECK> <the mutant's property tests>
+    python -m pytest -q -x -p no:cacheprovider -rfE --deselect <SELF_CHECK> <the mutant's test files> <every other test file>
 
-with the copy as the working directory and ``PYTHONPATH`` pointing at it (checked before the run:
-``tucker_ref.__file__`` must lie inside the copy, so an installed or editable ``tucker_ref``
-cannot be tested by mistake), ``HYPOTHESIS_PROFILE=ci`` and one BLAS thread. A mutant is
+with the copy as the working directory and ``PYTHONPATH`` pointing at it (checked before the
+run: ``tucker_ref.__file__`` must lie inside the copy, so an installed or editable ``tucker_ref``
+cannot be tested by mistake), ``HYPOTHESIS_PROFILE=ci`` and one BLAS thread. ``SELF_CHECK``, the
+test that every mutant's text occurs in the source, is left out: a mutated copy fails it by
+construction. A mutant is
 *killed* when the suite fails; the table names the first failing test. The property tests and
 files listed for a mutant are the ones whose claims it breaks, run first so that a kill is quick
 and shows whether the test that claims the property catches the mistake (``-x`` stops at the
@@ -205,6 +207,126 @@ MUTANTS = (
            "        put(before)\n",
            "        put(1)\n",
            ("tests/test_linalg.py",)),
+    # -- fixed-rank BUG ---------------------------------------------------------------------
+    Mutant("fixed-rank-core-not-transformed", "fixed-rank BUG",
+           "the fixed-rank S-step starts from `C0` instead of `C̃ = C0 ×_i U_i^{1T} U_i^0`",
+           "tucker_ref/integrators/steps.py",
+           "    return TuckerTensor(multi_mode_product(Y.core, [U1.T @ U for U1, U in zip(U1s, Y.factors)]), U1s)\n",
+           "    return TuckerTensor(Y.core, U1s)\n",
+           ("tests/test_integrators_steps.py",)),
+    # -- training ---------------------------------------------------------------------------
+    Mutant("validation-carved-from-test", "training",
+           "`--validation` images drawn from the test set (which they then overlap), the training set kept whole",
+           "tucker_ref/training/trainer.py",
+           "            self.train_set, validation_set = validation_split(self.train_set, config.validation)\n",
+           "            _, validation_set = validation_split(self.test_set, config.validation)\n",
+           ("tests/test_training.py::test_validation_split_is_held_out_and_logged", "tests/test_training.py")),
+    Mutant("evaluated-on-training-set", "training",
+           "the end-of-epoch evaluation reported as test accuracy runs on the training set",
+           "tucker_ref/training/trainer.py",
+           "            test = evaluate(self.model, self.test_set)\n",
+           "            test = evaluate(self.model, self.train_set)\n",
+           ("tests/test_training.py::test_reported_test_metrics_are_the_saved_models_on_the_test_set", "tests/test_training.py")),
+    # -- Tucker algebra and HOSVD -----------------------------------------------------------
+    Mutant("norm-assumes-orthonormal", "Tucker algebra",
+           "the factored norm `‖C ×_i R_i‖` taken as `‖C‖`, right only for orthonormal factors",
+           "tucker_ref/tucker.py",
+           "        rs = [linalg.qr_r(U) if U.shape[0] >= U.shape[1] else U for U in self.factors]\n",
+           "        rs = [np.eye(U.shape[1], dtype=U.dtype) for U in self.factors]\n",
+           ("tests/test_tucker.py",)),
+    Mutant("hosvd-whole-budget-per-mode", "HOSVD",
+           "each mode of the HOSVD spends the whole budget `ϑ` instead of `ϑ/√d`",
+           "tucker_ref/truncation.py",
+           "            share = threshold / math.sqrt(d) if not sequential else math.sqrt(\n",
+           "            share = threshold if not sequential else math.sqrt(\n",
+           ("tests/test_truncation.py",)),
+    Mutant("st-hosvd-not-sequential", "HOSVD",
+           "ST-HOSVD takes every mode's SVD of the original tensor, not of the tensor projected in the "
+           "earlier modes",
+           "tucker_ref/truncation.py",
+           "        P, s = left_singular(unfold(work if sequential else X, i))\n",
+           "        P, s = left_singular(unfold(X, i))\n",
+           ("tests/test_truncation.py",)),
+    Mutant("certificate-largest-tail", "HOSVD",
+           "the error certificate is the largest mode tail instead of `sqrt(Σ tail_i²)`",
+           "tucker_ref/truncation.py",
+           "        certificate=float(np.sqrt(sum(a * a + b * b for a, b in zip(tails, dropped)))),\n",
+           "        certificate=float(max(np.hypot(a, b) for a, b in zip(tails, dropped))),\n",
+           ("tests/test_truncation.py",)),
+    # -- manifold ---------------------------------------------------------------------------
+    Mutant("tangent-factor-term-unprojected", "manifold",
+           "the factor terms of `P(Y)Z` omit the projection onto the row space of `Mat_i(C)`",
+           "tucker_ref/manifold.py",
+           "        out = out + multi_mode_product(fold((F @ Q) @ Q.T, i, term_shape), mats)\n",
+           "        out = out + multi_mode_product(fold(F, i, term_shape), mats)\n",
+           ("tests/test_manifold.py",)),
+    Mutant("riemannian-cross-block-sign", "baselines",
+           "the Riemannian step's factor blocks carry `+λC` instead of `−λC`",
+           "tucker_ref/integrators/baselines.py",
+           "        Z[tuple(slice(k, 2 * k) if j == i else slice(0, rj) for j, rj in enumerate(r))] = -lr * Y.core\n",
+           "        Z[tuple(slice(k, 2 * k) if j == i else slice(0, rj) for j, rj in enumerate(r))] = lr * Y.core\n",
+           ("tests/test_baselines.py",)),
+    # -- layers -----------------------------------------------------------------------------
+    Mutant("relu-gradient-at-zero", "layers",
+           "relu's derivative at exactly 0 taken as 1 (PyTorch takes 0)",
+           "tucker_ref/nn/functional.py",
+           "    return dy * (x > 0)\n",
+           "    return dy * (x >= 0)\n",
+           ("tests/test_nn_functional.py",)),
+    Mutant("pool-overlap-overwrites", "layers",
+           "max-pool backward stores instead of accumulating where windows overlap (stride < kernel)",
+           "tucker_ref/nn/functional.py",
+           "    disjoint = all(s >= k for s, k in zip(cache.stride, cache.kernel))\n",
+           "    disjoint = True\n",
+           ("tests/test_nn_functional.py",)),
+    Mutant("tucker-conv-dU_h-without-U_w", "layers",
+           "the Tucker conv's `dU_h` contracts `dK` with `Mat_3(C)` instead of `Mat_3(C ×_4 U_w)`",
+           "tucker_ref/nn/tucker_functional.py",
+           "    dU_h = unfold(dK, 2) @ unfold(mode_product(T.core, U_w, 3), 2).T\n",
+           "    dU_h = unfold(dK, 2) @ unfold(T.core, 2).T\n",
+           ("tests/test_nn_tucker.py",)),
+    # -- optimizers -------------------------------------------------------------------------
+    Mutant("heavy-ball-dampened", "optimizers",
+           "heavy ball `v ← μv + (1 − μ)g` (dampened) instead of PyTorch's `v ← μv + g`",
+           "tucker_ref/integrators/optim.py",
+           "            velocity = self.momentum * state + grad\n",
+           "            velocity = self.momentum * state + (1 - self.momentum) * grad\n",
+           ("tests/test_crosscheck_torch_optim.py",)),
+    Mutant("adam-v-uncorrected", "optimizers",
+           "Adam's second moment used without its bias correction `1/(1 − β2^t)`",
+           "tucker_ref/integrators/optim.py",
+           "        direction = (m / dt(1 - b1 ** t)) / (np.sqrt(v / dt(1 - b2 ** t)) + dt(self.eps))\n",
+           "        direction = (m / dt(1 - b1 ** t)) / (np.sqrt(v) + dt(self.eps))\n",
+           ("tests/test_crosscheck_torch_optim.py",)),
+    Mutant("adam-eps-inside-sqrt", "optimizers",
+           "Adam's `ε` added under the square root, `√(v̂ + ε)`, instead of to `√v̂` (PyTorch)",
+           "tucker_ref/integrators/optim.py",
+           "        direction = (m / dt(1 - b1 ** t)) / (np.sqrt(v / dt(1 - b2 ** t)) + dt(self.eps))\n",
+           "        direction = (m / dt(1 - b1 ** t)) / np.sqrt(v / dt(1 - b2 ** t) + dt(self.eps))\n",
+           ("tests/test_crosscheck_torch_optim.py",)),
+    Mutant("adam-v-transported-linearly", "optimizers",
+           "Adam's `v` transported like `m` (linearly, can turn negative) instead of by `(√v ×_i A_i)²`",
+           "tucker_ref/integrators/optim.py",
+           '        return {"m": multi_mode_product(state["m"], matrices), "v": root * root, "t": state["t"]}\n',
+           '        return {"m": multi_mode_product(state["m"], matrices), "v": multi_mode_product(state["v"], '
+           'matrices), "t": state["t"]}\n',
+           ("tests/test_integrators_cycle.py::test_adam_second_moment_transport_is_a_heuristic",
+            "tests/test_integrators_cycle.py")),
+    Mutant("cosine-quarter-period", "optimizers",
+           "the cosine schedule runs a quarter period (`cos(πt/2)`), ending at `lr` halfway instead of "
+           "`lr_min`",
+           "tucker_ref/integrators/optim.py",
+           "        return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))\n",
+           "        return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(0.5 * math.pi * t))\n",
+           ("tests/test_integrators_steps.py",)),
+    # -- data -------------------------------------------------------------------------------
+    Mutant("split-smallest-remainders", "data",
+           "the stratified split gives its left-over test examples to the classes with the smallest "
+           "remainders instead of the largest",
+           "tucker_ref/data.py",
+           "    extra = np.argsort(-remainders, kind=\"stable\")[: n_test - int(quotas.sum())]\n",
+           "    extra = np.argsort(remainders, kind=\"stable\")[: n_test - int(quotas.sum())]\n",
+           ("tests/test_data.py",)),
     # -- optimizer transport ----------------------------------------------------------------
     Mutant("no-transport-at-truncation", "optimizer transport",
            "the core state is cut to the new ranks (leading block) instead of transported by `P_i^T`",
@@ -271,6 +393,9 @@ def check_import(tree: Path, env: dict) -> None:
 
 
 FAILED_LINE = re.compile(r"^(FAILED|ERROR) (\S+)")
+#: The test that this table's texts still occur in the source: in a mutated copy one of them is
+#: gone by construction, so it would "kill" every mutant that the real tests let through.
+SELF_CHECK = "tests/test_validation_scripts.py::test_every_mutant_still_finds_the_text_it_changes"
 
 
 def run_suite(tree: Path, first, timeout: float, only_first: bool = False) -> dict:
@@ -281,7 +406,8 @@ def run_suite(tree: Path, first, timeout: float, only_first: bool = False) -> di
     start = time.perf_counter()
     tail = ""
     for stage in test_stages(tree, first, only_first):
-        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rfE", *stage]
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-rfE", "--deselect", SELF_CHECK,
+               *stage]
         left = timeout - (time.perf_counter() - start)
         try:
             proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=max(left, 1.0))
