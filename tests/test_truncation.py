@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from tucker_ref import TuckerTensor, feasible_ranks, hosvd, is_feasible, orth, truncate
@@ -583,6 +583,35 @@ def test_truncate_follows_the_per_mode_rule_and_reports_honestly(case):
             np.testing.assert_array_equal(out.factors[j], T.factors[j])
     assert out.has_orthonormal_factors()
     assert np.linalg.norm(out.core - out.project(T.full())) <= margin  # core = coefficients in the new bases
+
+
+@given(T=tucker_tensors(min_dim=2, min_sigma=1e-3, min_rank=2), bound=st.integers(1, 3),
+       which=st.sampled_from(["rmax", "rmin"]))
+# Every mode keeps 3 values at τ = 0: rmax = 2 must cut each to 2; at τ = 2 the rule keeps 0, and
+# rmin = 2 must lift each to 2.
+@example(T=_CLUSTERED, bound=2, which="rmax")
+@example(T=_CLUSTERED, bound=2, which="rmin")
+def test_truncate_clamps_to_the_rank_bounds_and_records_it(T, bound, which):
+    """A bound that binds changes the rank and is named in ``clamps``; one that does not, neither.
+
+    ``τ = 0`` keeps every nonzero singular value, so a cap ``rmax`` binds wherever ``r̂_i > rmax``;
+    ``τ = 2`` keeps none (``ϑ = 2‖C‖``; at ``τ = 1`` the whole spectrum's norm, computed from the
+    SVD, can exceed ``‖C‖`` by an ulp), so ``rmin`` binds in every mode.
+    """
+    if which == "rmax":
+        out, rep = truncate(T, tau=0.0, rmax=bound)
+        rule_ranks = [int(np.count_nonzero(s)) for s in rep.singular_values]
+        chosen = [min(r, bound) for r in rule_ranks]
+    else:
+        out, rep = truncate(T, tau=2.0, rmin=bound)
+        rule_ranks = [0] * T.ndim
+        chosen = [min(bound, r_hat) for r_hat in T.ranks]
+    assert out.ranks == rep.ranks == feasible_ranks(chosen)
+    binds = [c != r for c, r in zip(chosen, rule_ranks)]
+    for i in range(T.ndim):
+        assert (which in rep.clamps[i]) == binds[i], (i, rep.clamps[i], chosen, rule_ranks)
+    if any(binds):
+        event(f"{which} binds in a mode")
 
 
 def test_truncate_feasibility_is_lossless_on_the_truncated_core():
