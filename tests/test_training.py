@@ -542,6 +542,31 @@ def test_trainer_step_is_tdlrt_step_operation_for_operation():
             assert reports[name]["s_steps"] == 1 and reports[name]["ranks_after"] == list(Y.ranks)
 
 
+def test_cycle_s_steps_take_each_batch_gradient_at_the_current_point():
+    """Inside a cycle (``--s-steps 3``), the second batch's S-step is the optimizer's update of the
+    augmented core with that batch's Galerkin gradient at the cycle's current point, not the
+    opening batch's gradient at ``Y0``."""
+    from tucker_ref.integrators import galerkin_gradient
+    from tucker_ref.integrators.substeps import galerkin_step
+
+    config = TrainConfig(init_rank=0.2, tau=0.1, dtype="float64", s_steps=3).validated()
+    model = build_model(config)
+    rule = make_update_rule(config)
+    one_batch(model, seed=0)
+    rule.step(model, 0.05, None, close_cycle=False)  # augment, first S-step with the opening gradient
+    one_batch(model, seed=1)  # the layers now hold the cycle's current (augmented) point
+    expected = {}
+    for name, layer in model.tucker_layers().items():
+        point = rule.cycles[name]["point"]
+        g = galerkin_gradient(point, layer.gradient_oracle())
+        direction, _ = rule.layer_optimizers[name].direction(g, point.optimizer_state, point.core)
+        expected[name] = galerkin_step(point.core, direction, 0.05)
+    reports = rule.step(model, 0.05, None, close_cycle=False)
+    for name, core in expected.items():
+        assert reports[name]["phase"] == "s_step" and reports[name]["s_steps"] == 2
+        assert np.array_equal(rule.cycles[name]["point"].core, core)
+
+
 def test_s_steps_cycle_spans_k_batches_and_closes_at_the_epoch_end(tmp_path):
     """5 batches per epoch, ``--s-steps 3``: cycles of batches 1-3 and 4-5 (closed by the epoch end).
 
