@@ -641,6 +641,23 @@ def test_clipping_bounds_the_whole_update(tmp_path, method):
     assert moved == pytest.approx(lr * c, rel=1e-9)
 
 
+def test_naive_tucker_clipping_bounds_the_step_of_every_parameter(tmp_path):
+    """naive-tucker's parameters are the cores, factors, biases and fc2: clipped plain SGD moves
+    that whole vector by exactly ``λc`` (its weights, being products of factors, move otherwise)."""
+    c, lr = 1e-3, 0.05
+    config = TrainConfig(method="naive-tucker", optimizer="sgd", clip_grad_norm=c, init_rank=0.2,
+                         dtype="float64").validated()
+    model = build_model(config)
+    rule = make_update_rule(config)
+    before = {k: v.copy() for k, v in model.parameters().items()}
+    assert any(".factors." in k for k in before)
+    one_batch(model)
+    rule.step(model, lr, None)
+    after = model.parameters()
+    moved = np.sqrt(sum(np.sum((after[k] - before[k]) ** 2) for k in before))
+    assert moved == pytest.approx(lr * c, rel=1e-9)
+
+
 def weights_and_biases(model) -> dict:
     out = {}
     for name, layer in model.named_layers():
