@@ -194,6 +194,24 @@ def test_divergence_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path):
     assert run(tmp_path, epochs=2, resume=True)["status"] == "completed"
 
 
+def test_a_non_finite_parameter_stops_the_run_at_the_update_that_made_it(tmp_path, monkeypatch):
+    """An update that leaves a NaN without overflowing (the overflows are caught inside the
+    update) is caught right after it, naming the parameter and the step; nothing is checkpointed."""
+    from tucker_ref.training import methods
+
+    real_step = methods.FullUpdate.step
+
+    def poisoned(self, model, lr, regrad, close_cycle=True):
+        reports = real_step(self, model, lr, regrad, close_cycle)
+        model["fc2"].bias[3] = np.nan
+        return reports
+
+    monkeypatch.setattr(methods.FullUpdate, "step", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"parameter fc2\.bias became non-finite in step 1 \(epoch 1\)"):
+        run(tmp_path, method="full", epochs=1)
+    assert not ckpt.has_checkpoint(tmp_path)
+
+
 def test_divergence_from_the_start_writes_no_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match="no checkpoint had been written"):
         run(tmp_path, method="full", epochs=2, lr=1e6)
@@ -395,6 +413,29 @@ def test_fixed_rank_is_bug_on_the_whole_network_at_the_joint_point_in_two_passes
 # ---------------------------------------------------------------------------------------
 # ranks, compression, data, files
 # ---------------------------------------------------------------------------------------
+def test_seed_draws_the_initialization_and_the_batch_order(tmp_path):
+    """``--seed s``: the initialization is ``lenet5(seed=s)`` (children 0 and 1 of
+    ``SeedSequence(s)``) and the mini-batch order comes from child 2, so two seeds start from other
+    weights and see the examples in another order."""
+    states, weights = {}, {}
+    for seed in (0, 1):
+        config = TrainConfig(method="full", seed=seed).validated()
+        params = build_model(config).parameters()
+        reference = lenet5(dtype=np.dtype(config.dtype), seed=seed).parameters()
+        assert all(np.array_equal(params[k], reference[k]) for k in reference)
+        weights[seed] = params["fc1.weight"]
+        # The factorized start is made from the same dense initialization (fc2 stays dense).
+        factorized = build_model(TrainConfig(method="tdlrt", seed=seed).validated()).parameters()
+        assert np.array_equal(factorized["fc2.weight"], reference["fc2.weight"])
+        run(tmp_path / str(seed), method="full", epochs=1, seed=seed)  # 2 batches of 64
+        _, meta = ckpt.load_checkpoint(tmp_path / str(seed))
+        order = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+        order.permutation(SMALL["train_subset"])  # the one epoch's order
+        assert meta["epoch_rng_state"] == order.bit_generator.state
+        states[seed] = meta["epoch_rng_state"]
+    assert not np.array_equal(weights[0], weights[1]) and states[0] != states[1]
+
+
 def test_initial_ranks():
     ranks = initial_ranks(TrainConfig(init_rank=0.5).validated())
     assert ranks == {"conv1": (10, 1, 5, 5), "conv2": (25, 10, 5, 5), "fc1": (250, 250)}
