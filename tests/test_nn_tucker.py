@@ -87,6 +87,18 @@ def mode_partials(T: TuckerTensor, G) -> list:
             for i in range(T.ndim)]
 
 
+def assert_core_gradient_matches_projection(dcore, T, G):
+    """``dC`` against ``G ×_i U_i^T``, with the rounding measured against ``‖G‖ ∏ ‖U_i‖_2``.
+
+    The projection cancels as the factor gradients do (dev-profile counterexample: a 1×1 core
+    gradient of -2.3e-5 of a rank-1 dense layer from O(1) terms, relative error 1.3e-12 against
+    itself); a wrong formula is off by the size of the terms.
+    """
+    expected = multi_mode_product(G, T.factors, transpose=True)
+    scale = np.linalg.norm(G) * np.prod([np.linalg.norm(U, 2) for U in T.factors])
+    assert np.linalg.norm(dcore - expected) <= EXACT * scale
+
+
 def assert_factor_gradients_match_chain_rule(dfactors, T, G):
     """``dU_i`` against the chain rule of docs/theory.md §2, ``N_i Mat_i(C)^T``, with the rounding
     measured against ``‖N_i‖ ‖Mat_i(C)‖``. (The core's is ``dC = G ×_i U_i^T``.)
@@ -138,11 +150,10 @@ def test_tucker_conv_forward_equals_dense_conv(case):
 def test_tucker_conv_backward_equals_chain_rule_of_dense_backward(case):
     T, x, dy, geo = case["T"], case["x"], case["dy"], case["geo"]
     dx_ref, G, db_ref = conv2d_backward(dy, x, T.full(), **geo)
-    dcore_ref = multi_mode_product(G, T.factors, transpose=True)
     dx, dcore, dfactors, db = tucker_conv2d_backward(dy, x, T, **geo)
     assert rel(dx, dx_ref) <= EXACT
     assert rel(db, db_ref) <= EXACT
-    assert rel(dcore, dcore_ref) <= EXACT
+    assert_core_gradient_matches_projection(dcore, T, G)
     assert_factor_gradients_match_chain_rule(dfactors, T, G)
     no_dx = tucker_conv2d_backward(dy, x, T, need_dx=False, **geo)
     assert no_dx[0] is None
@@ -353,9 +364,9 @@ def test_low_rank_linear_forward_and_backward_equal_dense(case):
     T, x, b, dy = case["T"], case["x"], case["b"], case["dy"]
     assert rel(low_rank_linear(x, T, b), linear(x, T.full(), b)) <= EXACT
     dx_ref, G, db_ref = linear_backward(dy, x, T.full())
-    dcore_ref = multi_mode_product(G, T.factors, transpose=True)
     dx, dcore, dfactors, db = low_rank_linear_backward(dy, x, T)
-    assert rel(dx, dx_ref) <= EXACT and rel(db, db_ref) <= EXACT and rel(dcore, dcore_ref) <= EXACT
+    assert rel(dx, dx_ref) <= EXACT and rel(db, db_ref) <= EXACT
+    assert_core_gradient_matches_projection(dcore, T, G)
     assert_factor_gradients_match_chain_rule(dfactors, T, G)
     assert low_rank_linear_backward(dy, x, T, need_dx=False)[0] is None
     y, cache = low_rank_linear_forward(x, T, b)
