@@ -65,7 +65,8 @@ def test_dense_steps_match_torch_optim(name, seed, lr, weight_decay, momentum, b
         # still O(1), so its steps stay resolved; the plain and momentum steps then move the
         # parameter by ~1e-12 and are checked by the O(1) draws.
         err = float(np.max(np.abs(param - expected)))
-        assert err <= TOL * max(float(np.max(np.abs(expected))), 1.0), f"{name}: step {k}: max |ours - torch| = {err:.3e}"
+        bound = TOL * max(float(np.max(np.abs(expected))), 1.0)
+        assert err <= bound, f"{name}: step {k}: max |ours - torch| = {err:.3e}"
     if weight_decay > 0:
         event("weight decay active")
     if name in ("adam", "adamw") and grad_scale < 1e-6:

@@ -682,7 +682,7 @@ def test_clipping_bounds_the_whole_update(tmp_path, method):
     assert moved == pytest.approx(lr * c, rel=1e-9)
 
 
-def test_naive_tucker_clipping_bounds_the_step_of_every_parameter(tmp_path):
+def test_naive_tucker_clipping_bounds_the_step_of_every_parameter():
     """naive-tucker's parameters are the cores, factors, biases and fc2: clipped plain SGD moves
     that whole vector by exactly ``λc`` (its weights, being products of factors, move otherwise)."""
     c, lr = 1e-3, 0.05

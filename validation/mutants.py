@@ -4,7 +4,8 @@ Each mutant replaces one exact piece of source text (it must occur exactly once)
 copy of the repository and runs the test suite there with the CI hypothesis profile::
 
     python -m pytest -q -x -p no:cacheprovider -rfE --deselect <SELF_CHECK> <the mutant's property tests>
-    python -m pytest -q -x -p no:cacheprovider -rfE --deselect <SELF_CHECK> <the mutant's test files> <every other test file>
+    python -m pytest -q -x -p no:cacheprovider -rfE --deselect <SELF_CHECK> <the mutant's test files> \
+        <every other test file>
 
 with the copy as the working directory and ``PYTHONPATH`` pointing at it (checked before the
 run: ``tucker_ref.__file__`` must lie inside the copy, so an installed or editable ``tucker_ref``
@@ -285,7 +286,8 @@ MUTANTS = (
            "tucker_ref/training/trainer.py",
            "            test = evaluate(self.model, self.test_set)\n",
            "            test = evaluate(self.model, self.train_set)\n",
-           ("tests/test_training.py::test_reported_test_metrics_are_the_saved_models_on_the_test_set", "tests/test_training.py")),
+           ("tests/test_training.py::test_reported_test_metrics_are_the_saved_models_on_the_test_set",
+            "tests/test_training.py")),
     Mutant("compression-counts-the-core-only", "training",
            "a factorized layer's stored parameters counted as `∏ r_i` (the core), without the factors' `Σ n_i r_i`",
            "tucker_ref/training/metrics.py",
@@ -324,7 +326,8 @@ MUTANTS = (
            "fixed-rank BUG's S-steps take the oracles of the first pass (at `Θ0`) instead of a second pass at the "
            "joint projected point",
            "tucker_ref/training/methods.py",
-           "            regrad()\n            joint = {name: layer.gradient_oracle() for name, layer in layers.items()}\n",
+           "            regrad()\n"
+           "            joint = {name: layer.gradient_oracle() for name, layer in layers.items()}\n",
            "            joint = {name: layer.gradient_oracle() for name, layer in layers.items()}\n",
            ("tests/test_training.py",)),
     Mutant("batch-order-ignores-seed", "training",
