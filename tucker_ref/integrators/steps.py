@@ -461,8 +461,9 @@ def augmented_bases(Y: TuckerTensor, grad, variant: str = "k_step", *, name: str
     ``∇_{U_i}L``); when ``Mat_i(C0)`` is square ``Q_i`` is orthogonal and ``N_i`` itself gives
     the same ``Û_i`` to rounding, without the SVD. A mode at full rank (``r_i = n_i``) has
     nothing to add: ``Û_i = U_i`` and ``M̂_i = None`` (identity). ``grad`` is anything
-    :func:`~.oracle.gradient_at` accepts, taken at ``Y``. :func:`augment` calls it; it is public so that tests and validation scripts can
-    rebuild the space ``V = ⊗ span Û_i`` of a step. ``caller`` names the step in error messages.
+    :func:`~.oracle.gradient_at` accepts, taken at ``Y``. :func:`augment` calls it; it is public
+    so that tests and validation scripts can rebuild the space ``V = ⊗ span Û_i`` of a step.
+    ``caller`` names the step in error messages.
 
     Returns
     -------
